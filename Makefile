@@ -1,0 +1,35 @@
+# danqing: `make demo` paints digits after a minute of training; `make test` runs the test suite.
+# Every target creates .venv when it is missing and installs with constraints.txt (torch pinned to its CPU build).
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt torch
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Train a class-conditional diffusion model on the built-in digits for about a minute,
+# then draw a 10x10 grid (column j = digit j) with DPM-Solver++(2M), 20 steps.
+demo: install
+	rm -rf runs/quickstart
+	$(VENV)/bin/danqing train diffusion --data digits --preset digits --minutes 1 --out runs/quickstart
+	$(VENV)/bin/danqing sample runs/quickstart -n 100 --nrow 10 --sampler dpmpp2m --steps 20 --guidance 2 -o runs/quickstart/digits.png
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) bench/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

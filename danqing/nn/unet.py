@@ -1,0 +1,178 @@
+"""The diffusion backbone: an ADM-style UNet (Dhariwal & Nichol 2021) sized for CPUs.
+
+Residual blocks with GroupNorm and a scale-shift noise embedding, self-attention
+at low resolutions, optional class conditioning through a learned embedding
+whose last row is the "null" class used for classifier-free guidance.
+The network knows nothing about sigma schedules: the EDM preconditioning in
+``danqing.families.diffusion`` turns it into a denoiser.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def groups(ch: int) -> int:
+    """GroupNorm groups: 32 as in ADM when channels allow, at least 4 channels a group."""
+    return max(1, min(32, ch // 4))
+
+
+class NoiseEmbedding(nn.Module):
+    """Sinusoidal embedding of the scalar noise level c_noise (Vaswani et al. 2017; DDPM, Ho et al. 2020).
+
+    EDM's c_noise = ln(sigma)/4 spans only about [-1.6, 1.2], so it is scaled by
+    1000 first, the range DDPM's timestep embedding was designed for.
+    """
+
+    def __init__(self, dim: int, scale: float = 1000.0, max_period: float = 10000.0):
+        super().__init__()
+        half = dim // 2
+        self.register_buffer("freqs", torch.exp(-math.log(max_period) * torch.arange(half) / half), persistent=False)
+        self.scale = scale
+
+    def forward(self, c_noise: Tensor) -> Tensor:           # (B,) -> (B, dim)
+        angles = (c_noise.float() * self.scale)[:, None] * self.freqs[None]
+        return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """GN-SiLU-conv, noise/class embedding as a GroupNorm scale and shift, GN-SiLU-dropout-conv, skip."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups(cin), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * cout)
+        self.norm2 = nn.GroupNorm(groups(cout), cout)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity (ADM)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)   # (B, cout, 1, 1) each
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the H*W positions of a feature map."""
+
+    def __init__(self, ch: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, ch // head_dim)
+        self.norm = nn.GroupNorm(groups(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.proj = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w)
+        q, k, v = qkv.transpose(-1, -2).unbind(1)                          # (B, heads, HW, d)
+        out = F.scaled_dot_product_attention(q, k, v)                      # (B, heads, HW, d)
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Block(nn.Module):
+    """A ResBlock followed by self-attention at the resolutions that have it."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, attn: bool, head_dim: int):
+        super().__init__()
+        self.res = ResBlock(cin, cout, emb_dim, dropout)
+        self.attn = SelfAttention(cout, head_dim) if attn else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.attn(self.res(x, emb))
+
+
+class Down(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(x)
+
+
+class Up(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """UNet(x, c_noise, labels) -> same shape as x.
+
+    in/out: (B, in_ch, R, R) with R divisible by 2**(len(mult)-1).
+    channels * mult[i] channels at level i; ``attn`` lists the resolutions
+    (e.g. (8,)) that get self-attention; ``num_classes`` > 0 adds a class
+    embedding with one extra "null" row (id = num_classes).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, *, resolution: int, channels: int = 32,
+                 mult: tuple[int, ...] = (1, 2, 2), num_res: int = 2, attn: tuple[int, ...] = (8,),
+                 dropout: float = 0.0, num_classes: int = 0, head_dim: int = 32):
+        super().__init__()
+        emb_dim = 4 * channels
+        self.noise_emb = NoiseEmbedding(channels)
+        self.emb_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(in_ch, channels, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips, ch, res = [channels], channels, resolution
+        for level, m in enumerate(mult):
+            for _ in range(num_res):
+                self.down.append(Block(ch, channels * m, emb_dim, dropout, res in attn, head_dim))
+                ch = channels * m
+                skips.append(ch)
+            if level < len(mult) - 1:
+                self.down.append(Down(ch))
+                res //= 2
+                skips.append(ch)
+
+        self.mid = nn.ModuleList([Block(ch, ch, emb_dim, dropout, True, head_dim),
+                                  Block(ch, ch, emb_dim, dropout, False, head_dim)])
+
+        self.up = nn.ModuleList()
+        for level, m in reversed(list(enumerate(mult))):
+            for _ in range(num_res + 1):
+                self.up.append(Block(ch + skips.pop(), channels * m, emb_dim, dropout, res in attn, head_dim))
+                ch = channels * m
+            if level > 0:
+                self.up.append(Up(ch))
+                res *= 2
+
+        self.norm_out = nn.GroupNorm(groups(ch), ch)
+        self.conv_out = nn.Conv2d(ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
+        emb = self.emb_mlp(self.noise_emb(c_noise.reshape(-1).expand(x.shape[0])))
+        if self.class_emb is not None:
+            if labels is None:
+                raise ValueError("this UNet is class-conditional: pass labels (use the null id for unconditional)")
+            emb = emb + self.class_emb(labels)
+
+        h = self.conv_in(x)
+        hs = [h]                                   # skip connections, one per down layer
+        for layer in self.down:
+            h = layer(h, emb)
+            hs.append(h)
+        for layer in self.mid:
+            h = layer(h, emb)
+        for layer in self.up:
+            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, Block) else layer(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

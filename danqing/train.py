@@ -1,0 +1,356 @@
+"""The one training loop, for every family.
+
+The loop knows nothing about GANs or diffusion: each step it runs the model's
+``phases()`` in order, each with the AdamW optimiser of the sub-module it
+names, under bf16 autocast when the hardware supports it.  Everything random
+is reproducible from ``train.seed``: the data order and flips are pure
+functions of (seed, step), and torch's RNG state (noise, dropout) is saved in
+every checkpoint, so a resumed run is bit-identical to an uninterrupted one
+on the CPU.  Torch's global RNG is forked for the run and restored after it.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from .config import ConfigError, DataConfig, TrainConfig, to_dict
+from .protocol import Batch, Cond, Phase, generators
+
+
+# ---------------------------------------------------------------- hardware
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
+
+
+def use_bf16(mode: str, device: torch.device) -> bool:
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_bf16()
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------- schedules and data order
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * lr at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> tuple[Tensor, int, int]:
+    """Indices of the batch at ``step``: consecutive slices of one random permutation per epoch.
+
+    A pure function of its arguments, so resuming needs only the step.
+    Returns (indices, epoch, position in epoch) of the batch's first item.
+    """
+    start = step * batch_size
+    out, epoch, pos = [], start // n, start % n
+    first = (epoch, pos)
+    while len(out) < batch_size:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = perm[pos: pos + batch_size - len(out)]
+        out.append(take)
+        epoch, pos = epoch + 1, 0
+    return torch.cat(out)[:batch_size], first[0], first[1]
+
+
+def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
+    return torch.rand(batch_size, generator=g) < 0.5
+
+
+# ---------------------------------------------------------------- EMA
+
+def ema_keys(model: nn.Module) -> list[str]:
+    """State-dict keys averaged by the EMA: the family's ``ema_module`` (e.g. the GAN generator) or all."""
+    prefix = getattr(model, "ema_module", "")
+    return [k for k, v in model.state_dict().items()
+            if v.is_floating_point() and (not prefix or k.startswith(prefix + "."))]
+
+
+@torch.no_grad()
+def ema_update(ema: dict[str, Tensor], model: nn.Module, step: int, decay: float) -> None:
+    d = min(decay, (1 + step) / (10 + step))         # short warm-up so early samples are not stale
+    state = model.state_dict()
+    for k, v in ema.items():
+        v.lerp_(state[k].detach().float(), 1 - d)
+
+
+class swap_in:
+    """Context manager: temporarily load EMA weights into the model (for sample grids)."""
+
+    def __init__(self, model: nn.Module, ema: dict[str, Tensor]):
+        self.model, self.ema = model, ema
+
+    def __enter__(self):
+        state = self.model.state_dict()
+        self.saved = {k: state[k].clone() for k in self.ema}
+        self.was_training = self.model.training
+        self.model.load_state_dict({k: v.to(state[k].dtype) for k, v in self.ema.items()}, strict=False)
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.load_state_dict(self.saved, strict=False)
+        self.model.train(self.was_training)
+
+
+# ---------------------------------------------------------------- logging
+
+class Log:
+    """CSV log (one row per logged step; columns grow as new metrics appear) + TensorBoard when installed."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "log.csv"
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists():
+            with open(self.path) as f:
+                self.rows = list(csv.DictReader(f))
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        self.rows = [r for r in self.rows if int(r["step"]) < step] + [{"step": step, **values}]
+        cols = list(dict.fromkeys(k for r in self.rows for k in r))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols)
+            w.writeheader()
+            w.writerows(self.rows)
+        tmp.replace(self.path)
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def sample_grid(model: nn.Module, n: int, *, num_classes: int = 0) -> Tensor:
+    """A fixed grid for watching training: seeds 0..n-1, classes cycling 0..num_classes-1."""
+    device = next(model.parameters()).device
+    cond = Cond(labels=torch.arange(n, device=device) % num_classes) if num_classes else None
+    return model.sample(n, cond, generator=generators(range(n), device))
+
+
+# ---------------------------------------------------------------- the loop
+
+@dataclasses.dataclass
+class Run:
+    """Everything ``train`` needs; written to ``out/config.json``."""
+
+    family: str
+    model: Any                          # the family's Config
+    data: DataConfig
+    train: TrainConfig
+    preset: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "preset": self.preset, "model": to_dict(self.model),
+                "data": to_dict(self.data), "train": to_dict(self.train)}
+
+
+def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "auto", progress: bool = True,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> Path:
+    """Train ``run`` into the folder ``out``; returns the last checkpoint's folder.
+
+    ``resume=True`` continues from ``out``'s latest checkpoint; the model, data
+    and seed must match, while steps and time limit may change.
+    """
+    from .data import load_dataset
+
+    out = Path(out)
+    dev = pick_device(device)
+    has_ckpt = out.exists() and (any(out.glob("step-*")) or (out / ckpt.LATEST).exists())
+    if has_ckpt and not resume:
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+    if resume and not has_ckpt:
+        raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint")
+    if resume:
+        _check_same_run(json.loads((out / "config.json").read_text()), run.to_json())
+
+    ds = load_dataset(run.data, progress=progress)
+    num_classes = getattr(run.model, "num_classes", 0)
+    if num_classes and ds.labels is None:
+        raise ConfigError(f"the {run.family} model is class-conditional but {run.data.source} has no classes; "
+                          "put images in one sub-folder per class or pass --model.num_classes=0")
+    if num_classes and ds.labels is not None and len(ds.class_names) > num_classes:
+        raise ConfigError(f"{run.data.source} has {len(ds.class_names)} classes but the model has "
+                          f"--model.num_classes={num_classes}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(run.to_json(), indent=2) + "\n")
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(run.train.seed)                # initial weights and all training noise come from the seed
+        return _loop(run, ds, out, resume, dev, progress, on_step)
+
+
+def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bool,
+          on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
+    from .families import FAMILIES
+    from .images import save_grid
+
+    tc = run.train
+    model = FAMILIES[run.family].Model(run.model).to(dev)
+    phases: list[Phase] = model.phases()
+    optims = {m: torch.optim.AdamW((model.get_submodule(m) if m else model).parameters(), lr=tc.lr,
+                                   betas=tc.betas, weight_decay=tc.weight_decay) for m in {p.module for p in phases}}
+    ema = {k: model.state_dict()[k].detach().float().clone() for k in ema_keys(model)}
+    step, last = 0, out
+    if resume:
+        state = ckpt.load_training_state(out)
+        model.load_state_dict(state["model"])
+        for m, opt in optims.items():
+            opt.load_state_dict(state["optim"][m or "_"])
+        ema = {k: v.float() for k, v in state["ema"].items()}
+        step, last = int(state["step"]), ckpt.resolve(out)
+        torch.set_rng_state(state["rng"])
+    bf16 = use_bf16(tc.bf16, dev)
+    num_classes = getattr(run.model, "num_classes", 0)
+    log = Log(out)
+
+    def save(at: int) -> Path:
+        name = f"step-{at:07d}"
+        state = {"model": model.state_dict(), "optim": {m or "_": o.state_dict() for m, o in optims.items()},
+                 "ema": ema, "step": at, "rng": torch.get_rng_state(),
+                 "data": dict(zip(("epoch", "position"), batch_indices(at, tc.batch_size, len(ds), tc.seed)[1:]))}
+        path = ckpt.write_checkpoint(out / name, family=run.family, model=model, ema=ema, training_state=state,
+                                     extra_config={"preset": run.preset, "class_names": ds.class_names,
+                                                   "data": to_dict(run.data), "step": at})
+        ckpt.set_latest(out, name)
+        for old in sorted(out.glob("step-*"))[:-tc.keep]:
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def grid(at: int) -> None:
+        with swap_in(model, ema):
+            imgs = sample_grid(model, tc.sample_n, num_classes=num_classes)
+        save_grid(imgs, out / "samples" / f"step-{at:07d}.png")
+
+    start = time.perf_counter()
+    bar = _progress(progress, tc.steps, step, run)
+    model.train()
+    try:
+        while step < tc.steps:
+            idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed)
+            flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
+            batch = ds.batch(idx.numpy(), flip=flip).to(dev)
+            lr = lr_at(step, tc)
+            logs: dict[str, float] = {"lr": lr}
+            for ph in phases:
+                if step % ph.every == 0:
+                    logs.update(_run_phase(model, ph, optims[ph.module], batch, lr, tc.grad_clip, bf16, dev))
+            ema_update(ema, model, step, tc.ema_decay)
+            step += 1
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(f"the loss became {logs} at step {step}; lower --train.lr or "
+                                         f"enable --train.grad_clip. The last good checkpoint is kept in {out}")
+            if step % tc.log_every == 0 or step == tc.steps:
+                log.write(step, {**logs, "time": time.perf_counter() - start})
+            if bar is not None:
+                bar.update(step, logs)
+            if on_step is not None:
+                on_step(step, logs)
+            timeout = bool(tc.time_limit) and time.perf_counter() - start > tc.time_limit * 60
+            if (tc.sample_every and step % tc.sample_every == 0) or step == tc.steps or timeout:
+                grid(step)
+            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout:
+                last = save(step)
+            if timeout:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    return last
+
+
+def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: Batch, lr: float,
+               clip: float, bf16: bool, dev: torch.device) -> dict[str, float]:
+    params = list((model.get_submodule(ph.module) if ph.module else model).parameters())
+    owned = {id(p) for p in params}
+    for p in model.parameters():                       # only this phase's module collects gradients
+        p.requires_grad_(id(p) in owned)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model.loss(batch, ph.name)
+    out["loss"].float().backward()
+    logs = {f"{ph.name}/{k}": float(v.detach()) for k, v in out.items()}
+    if clip:
+        logs[f"{ph.name}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+    opt.step()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return logs
+
+
+def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Resuming must not silently change the model, data or seed."""
+    mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads"}
+    for part in ("family", "model", "data"):
+        if old.get(part) != new.get(part):
+            raise ConfigError(f"--resume: the {part} settings differ from the run being resumed "
+                              f"({old.get(part)} != {new.get(part)}); resume with the same settings or use a new --out")
+    diff = [k for k in new["train"] if k not in mutable and old["train"].get(k) != new["train"][k]]
+    if diff:
+        raise ConfigError(f"--resume: training settings {diff} differ from the run being resumed; "
+                          f"only {sorted(mutable)} may change")
+
+
+class _Bar:
+    def __init__(self, total: int, done: int, title: str):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
+                          TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
+        self.task = self.p.add_task(title, total=total, completed=done, speed="", losses="")
+        self.t0, self.s0 = time.perf_counter(), done
+        self.p.start()
+
+    def update(self, step: int, logs: dict[str, float]) -> None:
+        rate = (step - self.s0) / max(1e-9, time.perf_counter() - self.t0)
+        losses = " ".join(f"{k.replace('/loss', '')}={v:.4g}" for k, v in logs.items() if k.endswith("loss"))
+        self.p.update(self.task, completed=step, speed=f"{rate:.2f} it/s", losses=losses)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+def _progress(enabled: bool, total: int, done: int, run: Run) -> _Bar | None:
+    return _Bar(total, done, f"{run.family}:{run.preset or 'custom'}") if enabled else None
+
