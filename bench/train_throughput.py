@@ -27,12 +27,16 @@ def danqing_net() -> torch.nn.Module:
     return UNet(3, 3, resolution=32, channels=c.channels, mult=c.mult, num_res=c.num_res, attn=c.attn)
 
 
-def diffusers_net() -> torch.nn.Module:
+def diffusers_net(widths: tuple[int, int, int] = (24, 48, 48)) -> torch.nn.Module:
+    """UNet2DModel with 3 levels of two res blocks, attention at 8x8, GroupNorm of 4 channels a group.
+
+    widths (24, 48, 48): the usual constant-width-at-depth layout at ~0.9M parameters (the peer);
+    widths (16, 32, 64): danqing's own layout, to separate design from implementation.
+    """
     from diffusers import UNet2DModel
-    # the same layout: widths 24/48/48, two res blocks a level, attention at 8x8, GroupNorm of 4 channels a group
-    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(24, 48, 48),
+    return UNet2DModel(sample_size=32, in_channels=3, out_channels=3, block_out_channels=widths,
                        layers_per_block=2, down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=6,
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=4,
                        attention_head_dim=32)
 
 
@@ -86,10 +90,15 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    nets = {"danqing": danqing_net(), "diffusers": diffusers_net()}
+    torch.set_flush_denormal(True)                        # as danqing's trainer does; applies to both
+    nets = {"danqing": danqing_net(), "diffusers": diffusers_net(), "diffusers-same-layout": diffusers_net((16, 32, 64))}
+    x = torch.randn(1, 3, 32, 32)
     for k, n in nets.items():
-        print(f"{k:9s} {sum(p.numel() for p in n.parameters()) / 1e6:.3f}M parameters")
-    steps = {k: step_fn(n, k, a.batch) for k, n in nets.items()}
+        with FlopCounterMode(display=False) as fc:
+            n(x, torch.rand(1))
+        print(f"{k:22s} {sum(p.numel() for p in n.parameters()) / 1e6:.3f}M parameters, "
+              f"{fc.get_total_flops() / 1e6:.0f} MFLOP/image forward")
+    steps = {k: step_fn(n, "danqing" if k == "danqing" else "diffusers", a.batch) for k, n in nets.items()}
     times: dict[tuple[str, bool], list[float]] = {}
     peaks = []
     for r in range(a.rounds):
@@ -101,11 +110,13 @@ def main() -> None:
     peak = statistics.median(peaks)
     print(f"\nbatch {a.batch}, {torch.get_num_threads()} threads, {a.rounds} rounds x {a.steps} steps, medians")
     print(f"bf16 matmul 2048^2: {peak:.0f} GFLOP/s")
-    print(f"{'':10s}{'danqing img/s':>15s}{'diffusers img/s':>17s}{'ratio':>8s}{'danqing GFLOP/s':>17s}{'% of matmul':>13s}")
+    print(f"{'':6s}{'danqing img/s':>14s}{'diffusers':>11s}{'ratio':>7s}{'diffusers same layout':>23s}{'ratio':>7s}"
+          f"{'danqing GFLOP/s':>17s}{'% of matmul':>13s}")
     for bf16 in (False, True):
-        td, tf = (statistics.median(times[(k, bf16)]) for k in ("danqing", "diffusers"))
+        td, tf, ts = (statistics.median(times[(k, bf16)]) for k in nets)
         gf = flops / td / 1e9
-        print(f"{'bf16' if bf16 else 'fp32':10s}{a.batch / td:15.1f}{a.batch / tf:17.1f}{tf / td:8.2f}x{gf:17.1f}{100 * gf / peak:12.1f}%")
+        print(f"{'bf16' if bf16 else 'fp32':6s}{a.batch / td:14.1f}{a.batch / tf:11.1f}{tf / td:6.2f}x"
+              f"{a.batch / ts:23.1f}{ts / td:6.2f}x{gf:17.1f}{100 * gf / peak:12.1f}%")
 
 
 if __name__ == "__main__":

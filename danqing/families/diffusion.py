@@ -137,7 +137,7 @@ PRESETS: dict[str, Config] = {
     "digits": Config(image_size=32, image_channels=1, channels=32, mult=(1, 2, 2), num_res=1, attn=(8,),
                      num_classes=10, dropout=0.0),
     # ~1M parameters, 32x32 RGB (the throughput benchmark's size)
-    "small": Config(image_size=32, channels=24, mult=(1, 2, 2), num_res=2, attn=(8,)),
+    "small": Config(image_size=32, channels=16, mult=(1, 2, 4), num_res=2, attn=(8,)),
     "base": Config(image_size=64, channels=64, mult=(1, 2, 2, 2), num_res=2, attn=(16, 8), dropout=0.1),
 }
 
