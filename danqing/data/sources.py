@@ -28,14 +28,12 @@ import json
 import os
 import posixpath
 import shutil
-import tempfile
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +42,9 @@ from PIL import Image
 from ..config import DataConfig
 from ..protocol import Batch
 from . import transforms
+from .cache import FORMAT_VERSION, CacheWriter, progress_bar, read_cache
 from .transforms import IMAGE_EXTENSIONS, SkipImage
 
-FORMAT_VERSION = 1          # bump when the cached bytes for the same inputs would change
-PROGRESS_MIN_FILES = 200    # below this a progress bar is just noise
 _CHUNK = 256                # files handed to the decoding threads at a time
 
 
@@ -127,7 +124,11 @@ def _digit_set(images: np.ndarray, labels: np.ndarray) -> RawImages:
 
 
 def _digits(root: Path) -> RawImages:
-    from sklearn.datasets import load_digits  # imported lazily: it is slow and only this set needs it
+    try:
+        from sklearn.datasets import load_digits  # imported lazily: it is slow and only this set needs it
+    except ImportError:
+        raise DataError("the built-in `digits` set ships with scikit-learn, which is not installed; "
+                        "run `pip install 'danqing[datasets]'` (or `pip install scikit-learn`)") from None
 
     d = load_digits()
     return _digit_set(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target)  # values are 0..16
@@ -279,7 +280,7 @@ def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str
         except SkipImage as e:
             return e
 
-    with _CacheWriter(root / "datasets" / fp) as out, _progress(len(scan.images), progress, "decoding images") as tick, \
+    with CacheWriter(root / "datasets" / fp) as out, progress_bar(len(scan.images), progress, "decoding images") as tick, \
             warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         # max_pixels is checked from the header and is the only size rule; PIL's
         # own warning above ~89 M pixels would only repeat it (or contradict a raised limit).
@@ -363,7 +364,7 @@ def _read_text(path: Path) -> str:
 def _build_builtin(builtin: Builtin, cfg: DataConfig, root: Path, fp: str, source: str,
                    progress: bool) -> ImageDataset:
     raw = builtin.load(root)
-    with _CacheWriter(root / "datasets" / fp) as out, _progress(len(raw.images), progress, "resizing") as tick:
+    with CacheWriter(root / "datasets" / fp) as out, progress_bar(len(raw.images), progress, "resizing") as tick:
         for img in raw.images:
             pil = transforms.to_8bit(Image.fromarray(img, "L"), cfg.channels)
             out.add(transforms.to_chw(transforms.fit_image(pil, cfg.size, cfg.fit, resample=Image.Resampling.BICUBIC)))
@@ -372,73 +373,12 @@ def _build_builtin(builtin: Builtin, cfg: DataConfig, root: Path, fp: str, sourc
     return _open_cache(root, fp, source, rebuild_if_damaged=False)
 
 
-# ---------------------------------------------------------------- the cache
-
-class _CacheWriter:
-    """Writes ``images.npy`` + ``meta.json`` into a temporary folder next to
-    ``final`` and renames it into place on ``commit``; anything else removes it,
-    so readers only ever see complete caches."""
-
-    def __init__(self, final: Path) -> None:
-        self.final = final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-        self.raw = open(self.tmp / "images.raw", "wb")  # noqa: SIM115 - closed in commit/__exit__
-        self.count = 0
-
-    def __enter__(self) -> "_CacheWriter":
-        return self
-
-    def add(self, chw: np.ndarray) -> None:
-        self.raw.write(chw.tobytes())
-        self.count += 1
-
-    def commit(self, chw: tuple[int, int, int], labels: np.ndarray | None, class_names: list[str],
-               captions: list[str] | None, skipped: dict[str, int], source: str) -> None:
-        self.raw.close()
-        # The count is only known at the end (files get skipped), so the raw
-        # bytes are streamed behind a header rather than held in memory.
-        header = {"descr": "|u1", "fortran_order": False, "shape": (self.count, *chw)}
-        with open(self.tmp / "images.npy", "wb") as npy, open(self.tmp / "images.raw", "rb") as src:
-            np.lib.format.write_array_header_1_0(npy, header)
-            shutil.copyfileobj(src, npy, 1 << 24)
-            npy.flush()
-            os.fsync(npy.fileno())
-        os.remove(self.tmp / "images.raw")
-        meta = {"format": FORMAT_VERSION, "count": self.count, "source": source, "skipped": skipped,
-                "labels": None if labels is None else labels.tolist(), "class_names": class_names,
-                "captions": captions}
-        with open(self.tmp / "meta.json", "w", encoding="utf-8") as f:
-            json.dump(meta, f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.rename(self.tmp, self.final)
-        except OSError:
-            if not (self.final / "meta.json").is_file():
-                raise
-            # Another process finished the same cache first; theirs is identical.
-        self.raw = None
-
-    def __exit__(self, *exc: object) -> None:
-        if self.raw is not None:
-            self.raw.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 def _open_cache(root: Path, fp: str, source: str, *, rebuild_if_damaged: bool = True) -> ImageDataset | None:
     folder = root / "datasets" / fp
     if not (folder / "meta.json").is_file():
         return None
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        images = np.load(folder / "images.npy", mmap_mode="r")
-        n = images.shape[0]
-        labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
-        if images.dtype != np.uint8 or images.ndim != 4 or n != meta["count"]:
-            raise ValueError(f"images.npy holds {images.dtype} {images.shape}, expected {meta['count']} uint8 images")
-        if (labels is not None and labels.shape != (n,)) or (meta["captions"] is not None and len(meta["captions"]) != n):
-            raise ValueError("labels or captions do not match the number of images")
+        images, meta = read_cache(folder)
     except (OSError, ValueError, KeyError, TypeError) as e:
         if not rebuild_if_damaged:
             raise DataError(f"the cache just written to {folder} cannot be read back ({e}); "
@@ -446,21 +386,9 @@ def _open_cache(root: Path, fp: str, source: str, *, rebuild_if_damaged: bool = 
         warnings.warn(f"the cache in {folder} is damaged ({e}); rebuilding it", DataWarning, stacklevel=3)
         shutil.rmtree(folder, ignore_errors=True)
         return None
+    labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
     return ImageDataset(images, labels, list(meta["class_names"]), meta["captions"],
                         dict(meta["skipped"]), source, fp)
-
-
-@contextmanager
-def _progress(total: int, enabled: bool, what: str) -> Iterator[Callable[[int], None]]:
-    if not enabled or total < PROGRESS_MIN_FILES:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 # ---------------------------------------------------------------- inspection

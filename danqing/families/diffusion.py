@@ -134,8 +134,8 @@ PRESETS: dict[str, Config] = {
     # conformance tests: seconds on a CPU
     "tiny": Config(image_size=16, channels=16, mult=(1, 2), num_res=1, attn=(8,), num_classes=10),
     # the README quickstart / digits benchmark: class-conditional 32x32 grayscale
-    "digits": Config(image_size=32, image_channels=1, channels=32, mult=(1, 2, 2), num_res=1, attn=(8,),
-                     num_classes=10, dropout=0.0),
+    "digits": Config(image_size=32, image_channels=1, channels=16, mult=(1, 2, 4), num_res=2, attn=(8,),
+                     num_classes=10),
     # ~1M parameters, 32x32 RGB (the throughput benchmark's size)
     "small": Config(image_size=32, channels=16, mult=(1, 2, 4), num_res=2, attn=(8,)),
     "base": Config(image_size=64, channels=64, mult=(1, 2, 2, 2), num_res=2, attn=(16, 8), dropout=0.1),
