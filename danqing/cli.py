@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if args.preset not in fam.PRESETS:
         raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.PRESETS)}")
     ov = _split_overrides(extra)
-    model_cfg = override(fam.PRESETS[args.preset], ov["model"])
+    model_cfg = override(fam.PRESETS[args.preset], ov["model"], prefix="model.")
 
     flags = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16, "seed": args.seed,
              "time_limit": args.minutes}

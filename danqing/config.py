@@ -150,7 +150,8 @@ def override(cfg: T, overrides: dict[str, str], *, prefix: str = "") -> T:
     for key, text in overrides.items():
         head, _, rest = key.partition(".")
         if head not in names:
-            raise ConfigError(f"unknown setting --{prefix}{key}; {prefix or 'settings'} has: {', '.join(names)}")
+            raise ConfigError(f"unknown setting --{prefix}{key}; {prefix.rstrip('.') or 'this config'} has: "
+                              f"{', '.join(names)}")
         if rest:
             if not dataclasses.is_dataclass(getattr(cfg, head)):
                 raise ConfigError(f"--{prefix}{key}: {prefix}{head} has no sub-settings")

@@ -244,6 +244,13 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     bf16 = use_bf16(tc.bf16, dev)
     num_classes = getattr(run.model, "num_classes", 0)
     log = Log(out)
+    if progress:
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        classes = f", {len(ds.class_names)} classes" if ds.labels is not None else ""
+        print(f"{run.family}:{run.preset or 'custom'} ({params:.2f}M parameters) on {run.data.source} "
+              f"({len(ds)} images{classes}); {dev.type}, {torch.get_num_threads()} threads, bf16 {'on' if bf16 else 'off'}; "
+              f"{'resuming at step ' + str(step) + ', ' if step else ''}{tc.steps} steps of {tc.batch_size}"
+              f"{f', at most {tc.time_limit:g} min' if tc.time_limit else ''} -> {out}")
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
@@ -337,25 +344,29 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 class _Bar:
-    def __init__(self, total: int, done: int, title: str):
+    def __init__(self, total: int, done: int, title: str, time_limit: float):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
         self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
                           TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
         self.task = self.p.add_task(title, total=total, completed=done, speed="", losses="")
-        self.t0, self.s0 = time.perf_counter(), done
+        self.t0, self.s0, self.total, self.time_limit = time.perf_counter(), done, total, time_limit
         self.p.start()
 
     def update(self, step: int, logs: dict[str, float]) -> None:
-        rate = (step - self.s0) / max(1e-9, time.perf_counter() - self.t0)
+        elapsed = time.perf_counter() - self.t0
+        rate = (step - self.s0) / max(1e-9, elapsed)
         losses = " ".join(f"{k.replace('/loss', '')}={v:.4g}" for k, v in logs.items() if k.endswith("loss"))
-        self.p.update(self.task, completed=step, speed=f"{rate:.2f} it/s", losses=losses)
+        total = self.total
+        if self.time_limit:       # a time budget ends the run first: show the steps it will reach
+            total = min(total, step + int(rate * max(0.0, self.time_limit * 60 - elapsed)))
+        self.p.update(self.task, completed=step, total=total, speed=f"{rate:.2f} it/s", losses=losses)
 
     def close(self) -> None:
         self.p.stop()
 
 
 def _progress(enabled: bool, total: int, done: int, run: Run) -> _Bar | None:
-    return _Bar(total, done, f"{run.family}:{run.preset or 'custom'}") if enabled else None
+    return _Bar(total, done, f"{run.family}:{run.preset or 'custom'}", run.train.time_limit) if enabled else None
 

@@ -30,6 +30,7 @@ class Config:
     num_classes: int = 0                 # 0 = unconditional
     r1_gamma: float = 0.0                # R1 weight (0 = off)
     r1_every: int = 16                   # lazy regularisation interval
+    mbstd_group: int = 0                 # minibatch-stddev feature in D over groups of this size (0 = off)
 
 
 def _widths(base: int, cap: int, levels: int) -> list[int]:
@@ -60,6 +61,17 @@ class Generator(nn.Module):
         return self.blocks(self.project(z[:, :, None, None]))
 
 
+def minibatch_std(f: Tensor, group: int) -> Tensor:
+    """Append the mean feature std across a group of samples as one more channel
+    (Karras et al. 2018, PGGAN sec. 3): a batch of identical fakes stands out, which
+    counters mode collapse.  f: (B, C, H, W) -> (B, C + 1, H, W)."""
+    b, c, h, w = f.shape
+    g = group if b % group == 0 else b
+    std = f.float().reshape(g, b // g, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt()   # (B/g, C, H, W)
+    std = std.mean(dim=(1, 2, 3)).to(f.dtype)                                                # (B/g,)
+    return torch.cat([f, std.repeat(g)[:, None, None, None].expand(b, 1, h, w)], dim=1)
+
+
 class Discriminator(nn.Module):
     """image -> logit (B,): stride-2 convolutions with LeakyReLU(0.2), no normalisation
     (so the R1 gradient penalty is per-sample), projection head for classes."""
@@ -72,12 +84,16 @@ class Discriminator(nn.Module):
         for a, b in zip(w, w[1:]):
             layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         self.features = nn.Sequential(*layers)              # (B, w[-1], 4, 4)
-        self.fc = nn.Linear(w[-1] * 16, w[-1])
+        self.mbstd_group = c.mbstd_group
+        self.fc = nn.Linear((w[-1] + (1 if c.mbstd_group else 0)) * 16, w[-1])
         self.out = nn.Linear(w[-1], 1)
         self.embed = nn.Embedding(c.num_classes, w[-1]) if c.num_classes else None
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
-        h = F.leaky_relu(self.fc(self.features(x).flatten(1)), 0.2)      # phi(x): (B, w)
+        f = self.features(x)
+        if self.mbstd_group:
+            f = minibatch_std(f, self.mbstd_group)
+        h = F.leaky_relu(self.fc(f.flatten(1)), 0.2)                     # phi(x): (B, w)
         logit = self.out(h).squeeze(1)
         if self.embed is not None:
             logit = logit + (self.embed(labels) * h).sum(dim=1)          # projection term
@@ -142,9 +158,11 @@ Model = DCGAN
 
 PRESETS: dict[str, Config] = {
     "tiny": Config(image_size=16, z_dim=16, g_channels=16, d_channels=16, num_classes=10, r1_gamma=1.0, r1_every=2),
-    "digits": Config(image_size=32, image_channels=1, z_dim=64, g_channels=32, d_channels=32, num_classes=10),
+    # without R1 this preset collapses to one image per class within a minute; gamma = 1 keeps it diverse
+    "digits": Config(image_size=32, image_channels=1, z_dim=64, g_channels=32, d_channels=32, num_classes=10,
+                     r1_gamma=1.0),
     "small": Config(image_size=32, z_dim=100, g_channels=64, d_channels=64),
-    "base": Config(image_size=64, z_dim=128, g_channels=64, d_channels=64, r1_gamma=1.0),
+    "base": Config(image_size=64, z_dim=128, g_channels=64, d_channels=64, r1_gamma=1.0, mbstd_group=4),
 }
 
 # DCGAN sec. 4: Adam, lr 2e-4, beta1 = 0.5; no weight decay, no EMA warm start needed.

@@ -1,0 +1,61 @@
+"""Configs (JSON round trip, dotted overrides) and the trainer's pure pieces (LR schedule, data order, EMA)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from danqing.config import ConfigError, DataConfig, TrainConfig, from_dict, override, to_dict
+from danqing.families.diffusion import Config as DiffusionConfig
+from danqing.train import batch_indices, ema_update, lr_at
+
+
+def test_json_round_trip_and_unknown_fields():
+    c = TrainConfig(betas=(0.5, 0.9), bf16="on")
+    assert from_dict(TrainConfig, to_dict(c)) == c
+    with pytest.raises(ConfigError, match="unknown TrainConfig field"):
+        from_dict(TrainConfig, {"stepz": 3})
+    with pytest.raises(ConfigError, match="must be one of"):
+        from_dict(TrainConfig, {"bf16": "sometimes"})
+
+
+def test_dotted_overrides_parse_by_type():
+    c = override(DiffusionConfig(), {"channels": "64", "mult": "1,2,2,4", "dropout": "0.1", "attn": "16,8"})
+    assert (c.channels, c.mult, c.dropout, c.attn) == (64, (1, 2, 2, 4), 0.1, (16, 8))
+    d = override(DataConfig(), {"flip": "true", "fit": "pad"})
+    assert d.flip is True and d.fit == "pad"
+    with pytest.raises(ConfigError, match="unknown setting --channelz"):
+        override(DiffusionConfig(), {"channelz": "1"})
+    with pytest.raises(ConfigError, match="true or false"):
+        override(DataConfig(), {"flip": "maybe"})
+
+
+def test_lr_schedule_closed_form():
+    c = TrainConfig(steps=1100, lr=1e-3, warmup=100, min_lr_ratio=0.1)
+    assert lr_at(0, c) == pytest.approx(1e-5)                 # linear warmup: (step + 1) / warmup
+    assert lr_at(99, c) == pytest.approx(1e-3)
+    assert lr_at(100, c) == pytest.approx(1e-3)               # cosine starts at the peak
+    assert lr_at(600, c) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))))
+    assert lr_at(1100, c) == pytest.approx(1e-4)
+
+
+def test_data_order_visits_every_image_once_per_epoch():
+    n, b = 10, 4
+    seen = torch.cat([batch_indices(s, b, n, seed=3)[0] for s in range(5)])    # 20 = two epochs
+    assert sorted(seen[:10].tolist()) == list(range(10)) and sorted(seen[10:].tolist()) == list(range(10))
+    assert not torch.equal(seen[:10], seen[10:])              # a new permutation each epoch
+    idx, epoch, pos = batch_indices(2, b, n, seed=3)
+    assert (epoch, pos) == (0, 8) and len(idx) == b           # the batch that crosses the epoch boundary
+
+
+def test_ema_update_formula():
+    model = torch.nn.Linear(2, 1)
+    ema = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    ema_update(ema, model, step=1000, decay=0.9)
+    for k, v in model.state_dict().items():                   # ema <- d * ema + (1 - d) * param, d = 0.9
+        torch.testing.assert_close(ema[k], 0.1 * v)
+    ema0 = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    ema_update(ema0, model, step=0, decay=0.999)              # warm-up: d = min(decay, 1/10)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ema0[k], 0.9 * v)
