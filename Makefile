@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 # then draw a 10x10 grid (column j = digit j) with DPM-Solver++(2M), 20 steps.
 demo: install
 	rm -rf runs/quickstart
-	$(VENV)/bin/danqing train diffusion --data digits --preset digits --minutes 1 --out runs/quickstart
+	$(VENV)/bin/danqing train diffusion --data digits --preset digits --steps 300 --out runs/quickstart
 	$(VENV)/bin/danqing sample runs/quickstart -n 100 --nrow 10 --sampler dpmpp2m --steps 20 --guidance 2 -o runs/quickstart/digits.png
 
 test: install

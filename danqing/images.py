@@ -21,8 +21,12 @@ def to_pil(x: Tensor) -> list[Image.Image]:
 
 
 def make_grid(x: Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
-    """Tile (B, C, H, W) images row-major into one picture with a white gutter."""
-    arr = to_uint8(x)
+    """Tile (B, C, H, W) images in [-1, 1] row-major into one picture with a white gutter."""
+    return grid_uint8(to_uint8(x), nrow, pad)
+
+
+def grid_uint8(arr: np.ndarray, nrow: int | None = None, pad: int = 2) -> Image.Image:
+    """Tile uint8 (B, H, W, C) images row-major (near-square by default) with a white gutter."""
     b, h, w, c = arr.shape
     nrow = nrow or math.ceil(math.sqrt(b))
     rows = math.ceil(b / nrow)

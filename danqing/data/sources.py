@@ -407,4 +407,5 @@ def preview_grid(ds: ImageDataset, n: int = 64) -> Image.Image:
     """The first ``n`` images in a near-square grid on white, for ``danqing data preview``."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    return transforms.tile_grid(np.asarray(ds.images[:n]))
+    from ..images import grid_uint8
+    return grid_uint8(np.asarray(ds.images[:n]).transpose(0, 2, 3, 1))

@@ -11,7 +11,6 @@ prints, warns or touches global PIL settings.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -146,15 +145,3 @@ def to_chw(img: Image.Image) -> np.ndarray:
     arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
     return np.ascontiguousarray(arr)
 
-
-def tile_grid(images: np.ndarray, *, gap: int = 2) -> Image.Image:
-    """uint8 (N, C, H, W) images in a near-square grid with white gaps (``L`` or ``RGB``)."""
-    n, c, h, w = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    mode = "L" if c == 1 else "RGB"
-    grid = Image.new(mode, (cols * (w + gap) + gap, rows * (h + gap) + gap), 255 if c == 1 else (255, 255, 255))
-    for i, arr in enumerate(images):
-        tile = Image.fromarray(arr[0] if c == 1 else arr.transpose(1, 2, 0), mode)
-        grid.paste(tile, (gap + (i % cols) * (w + gap), gap + (i // cols) * (h + gap)))
-    return grid
