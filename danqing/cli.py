@@ -93,11 +93,14 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from .checkpoint import load
     from .images import save_grid
     from .protocol import Cond, generators
+    from .train import use_bf16
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     if args.n < 1:
         raise UsageError("-n must be at least 1")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
     model, cfg = load(args.checkpoint)
     accepts = inspect.signature(model.sample).parameters
     for opt in ("sampler", "steps", "guidance"):
@@ -127,10 +130,12 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     kw = {k: getattr(args, k) for k in ("sampler", "steps", "guidance") if getattr(args, k) is not None}
     seeds = list(range(args.seed, args.seed + args.n))
     chunks = []
-    for i in range(0, args.n, args.batch_size):
-        sl = slice(i, i + args.batch_size)
-        sub = None if cond is None else Cond(labels=cond.labels[sl])
-        chunks.append(model.sample(len(seeds[sl]), sub, generator=generators(seeds[sl]), **kw))
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(args.bf16, device)):
+        for i in range(0, args.n, args.batch_size):
+            sl = slice(i, i + args.batch_size)
+            sub = None if cond is None else Cond(labels=cond.labels[sl])
+            chunks.append(model.sample(len(seeds[sl]), sub, generator=generators(seeds[sl]), **kw))
     path = save_grid(torch.cat(chunks), args.output, nrow=args.nrow)
     print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
 
@@ -143,7 +148,9 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     if args.action == "fetch":
-        fetch(args.source)
+        path = fetch(args.source)
+        if path is not None:
+            print(f"{args.source} is ready in {path}; train with --data {args.source}")
         return
     ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels))
     if args.action == "info":
@@ -216,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     s.add_argument("--class", dest="cls", help="class name or id (default: cycle through the classes)")
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (auto: where the hardware runs it natively; off: the fp32 reference)")
     s.add_argument("--nrow", type=int, help="images per row of the grid")
     s.add_argument("-o", "--output", default="samples.png")
     s.set_defaults(fn=cmd_sample)

@@ -31,6 +31,13 @@ class DataConfig:
     flip: bool = False              # random horizontal flips while training
     max_pixels: int = 64_000_000    # larger images are refused as decompression bombs
 
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "data.source must be a built-in name or a folder path")
+        _check(self.size >= 1, "data.size must be at least 1")
+        _check(self.channels in (1, 3), f"data.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
+        _check(self.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {self.fit!r}")
+        _check(self.max_pixels >= 1, "data.max_pixels must be at least 1")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -52,6 +59,23 @@ class TrainConfig:
     time_limit: float = 0.0         # minutes; stop early (with a checkpoint) when reached, 0 = none
     sample_n: int = 64
     threads: int = 0                # torch intra-op threads, 0 = torch's default
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 1, f"train.steps must be at least 1, got {self.steps}")
+        _check(self.batch_size >= 1, f"train.batch_size must be at least 1, got {self.batch_size}")
+        _check(self.lr > 0, f"train.lr must be positive, got {self.lr}")
+        _check(all(0 <= b < 1 for b in self.betas), f"train.betas must be in [0, 1), got {self.betas}")
+        _check(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        _check(self.bf16 in ("auto", "on", "off"), f"train.bf16 must be auto, on or off, got {self.bf16!r}")
+        _check(min(self.warmup, self.grad_clip, self.weight_decay, self.time_limit, self.sample_every,
+                   self.ckpt_every, self.threads) >= 0, "train settings must not be negative")
+        _check(self.keep >= 1, "train.keep must be at least 1 (the latest checkpoint)")
+        _check(self.log_every >= 1 and self.sample_n >= 1, "train.log_every and train.sample_n must be at least 1")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
 
 
 # ---------------------------------------------------------------- JSON round trip

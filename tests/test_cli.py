@@ -44,7 +44,8 @@ def test_train_writes_checkpoint_log_and_grid(trained):
 
 def test_sample_grid_and_batch_size_independence(trained, tmp_path, capsys):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
-    base = ["sample", str(trained / "diffusion"), "-n", "4", "--seed", "3", "--steps", "4", "--sampler", "euler_a"]
+    base = ["sample", str(trained / "diffusion"), "-n", "4", "--seed", "3", "--steps", "4", "--sampler", "euler_a",
+            "--bf16", "off"]
     assert run(capsys, *base, "-o", str(a))[0] == 0
     assert run(capsys, *base, "--batch-size", "1", "-o", str(b))[0] == 0
     x, y = np.asarray(Image.open(a), np.int16), np.asarray(Image.open(b), np.int16)

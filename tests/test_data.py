@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from danqing.config import DataConfig
+from danqing.config import ConfigError, DataConfig
 from danqing.data import BUILTINS, DataError, DataWarning, describe, fetch, load_dataset, preview_grid
 from danqing.data import transforms
 from danqing.data.sources import cache_root
@@ -207,7 +207,7 @@ def test_unusable_sources_explain_themselves(tmp_path):
         load(tmp_path / "broken")
     with pytest.raises(DataError, match="neither a built-in .*digits.*mnist"):
         load(tmp_path / "nope")
-    with pytest.raises(DataError, match="channels must be 1 .* or 3"):
+    with pytest.raises(ConfigError, match="channels must be 1 .* or 3"):
         load("digits", channels=2)
     assert not any((cache_root() / "datasets").glob("*")), "failed builds must leave nothing behind"
 

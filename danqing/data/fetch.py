@@ -56,7 +56,7 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
     if name in BUILTINS:
         origin = "scikit-learn" if name == "digits" else "danqing"
         print(f"{name} ships with {origin}; there is nothing to fetch, use it directly "
-              f"(--data.source={name})", file=sys.stderr)
+              f"(--data {name})", file=sys.stderr)
         return None
     raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist")
 

@@ -159,7 +159,6 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
     ``cache_dir`` replaces ``cache_root()``.  Built-in names win over folders
     of the same name; write ``./digits`` to mean a folder.
     """
-    _check_config(cfg)
     root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
     settings = {"size": cfg.size, "channels": cfg.channels, "fit": cfg.fit, "max_pixels": cfg.max_pixels}
     if cfg.source in BUILTINS:
@@ -186,22 +185,6 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         warnings.warn(f"skipped {total} of {total + len(ds)} image files in {ds.source}: {reasons}",
                       DataWarning, stacklevel=2)
     return ds
-
-
-def _check_config(cfg: DataConfig) -> None:
-    problems = []
-    if not isinstance(cfg.source, str) or not cfg.source:
-        problems.append("data.source must be a built-in name or a folder path")
-    if not isinstance(cfg.size, int) or cfg.size < 1:
-        problems.append(f"data.size must be a positive integer, got {cfg.size!r}")
-    if cfg.channels not in (1, 3):
-        problems.append(f"data.channels must be 1 (grayscale) or 3 (RGB), got {cfg.channels!r}")
-    if cfg.fit not in ("crop", "pad"):
-        problems.append(f"data.fit must be 'crop' or 'pad', got {cfg.fit!r}")
-    if not isinstance(cfg.max_pixels, int) or cfg.max_pixels < 1:
-        problems.append(f"data.max_pixels must be a positive integer, got {cfg.max_pixels!r}")
-    if problems:
-        raise DataError("; ".join(problems))
 
 
 def _fingerprint(parts: list[Any]) -> str:
