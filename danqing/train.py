@@ -51,7 +51,13 @@ def use_bf16(mode: str, device: torch.device) -> bool:
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: this torch sees no CUDA GPU; use --device cpu (or auto)")
+    return dev
 
 
 # ---------------------------------------------------------------- schedules and data order

@@ -62,6 +62,8 @@ def test_sample_grid_and_batch_size_independence(trained, tmp_path, capsys):
     (["train", "diffusion", "--data", "digits", "--preset", "tiny", "--train.bf16=maybe"], "must be one of"),
     (["train", "diffusion", "--data", "digits", "--preset", "tiny", "--data.size=64"], "follows the model"),
     (["train", "diffusion", "--data", "digits", "--preset", "tiny", "stray"], "unrecognised argument"),
+    (["train", "diffusion", "--data", "digits", "--preset", "tiny", "--device", "gpu"], "unknown device 'gpu'"),
+    (["train", "diffusion", "--data", "digits", "--preset", "tiny", "--steps", "0"], "steps must be at least 1"),
     (["sample", "no/such/run"], "does not exist"),
     (["data", "fetch", "imagenet"], "imagenet"),
 ])
