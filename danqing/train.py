@@ -130,29 +130,44 @@ class swap_in:
 # ---------------------------------------------------------------- logging
 
 class Log:
-    """CSV log (one row per logged step; columns grow as new metrics appear) + TensorBoard when installed."""
+    """CSV log, one row per logged step, appended as it goes; TensorBoard too when it is installed.
 
-    def __init__(self, run_dir: Path):
+    On resume, rows after the checkpoint's step (written by the interrupted
+    run) are dropped once.  A metric that appears later (e.g. a lazy phase)
+    adds a column, which rewrites the file once.
+    """
+
+    def __init__(self, run_dir: Path, start_step: int):
         self.path = run_dir / "log.csv"
         self.rows: list[dict[str, Any]] = []
         if self.path.exists():
-            with open(self.path) as f:
-                self.rows = list(csv.DictReader(f))
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        self.cols = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
+        self._rewrite()
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
         except Exception:  # tensorboard is optional
             self.tb = None
 
-    def write(self, step: int, values: dict[str, float]) -> None:
-        self.rows = [r for r in self.rows if int(r["step"]) < step] + [{"step": step, **values}]
-        cols = list(dict.fromkeys(k for r in self.rows for k in r))
+    def _rewrite(self) -> None:
         tmp = self.path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=cols)
+            w = csv.DictWriter(f, fieldnames=self.cols)
             w.writeheader()
             w.writerows(self.rows)
         tmp.replace(self.path)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        row = {"step": step, **values}
+        self.rows.append(row)
+        if set(row) - set(self.cols):
+            self.cols += [k for k in row if k not in self.cols]
+            self._rewrite()
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.cols).writerow(row)
         if self.tb is not None:
             for k, v in values.items():
                 self.tb.add_scalar(k, v, step)
@@ -249,7 +264,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         torch.set_rng_state(state["rng"])
     bf16 = use_bf16(tc.bf16, dev)
     num_classes = getattr(run.model, "num_classes", 0)
-    log = Log(out)
+    log = Log(out, step)
     if progress:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         classes = f", {len(ds.class_names)} classes" if ds.labels is not None else ""
@@ -278,6 +293,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         save_grid(imgs, out / "samples" / f"step-{at:07d}.png")
 
     start = time.perf_counter()
+    shown: dict[str, float] = {}
     bar = _progress(progress, tc.steps, step, run)
     model.train()
     try:
@@ -286,7 +302,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
             batch = ds.batch(idx.numpy(), flip=flip).to(dev)
             lr = lr_at(step, tc)
-            logs: dict[str, float] = {"lr": lr}
+            logs = {"lr": lr}
             for ph in phases:
                 if step % ph.every == 0:
                     logs.update(_run_phase(model, ph, optims[ph.module], batch, lr, tc.grad_clip, bf16, dev))
@@ -295,10 +311,11 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if not all(math.isfinite(v) for v in logs.values()):
                 raise FloatingPointError(f"the loss became {logs} at step {step}; lower --train.lr or "
                                          f"enable --train.grad_clip. The last good checkpoint is kept in {out}")
+            shown.update(logs)            # phases that did not run this step keep their last values
             if step % tc.log_every == 0 or step == tc.steps:
-                log.write(step, {**logs, "time": time.perf_counter() - start})
+                log.write(step, {**shown, "time": time.perf_counter() - start})
             if bar is not None:
-                bar.update(step, logs)
+                bar.update(step, shown)
             if on_step is not None:
                 on_step(step, logs)
             timeout = bool(tc.time_limit) and time.perf_counter() - start > tc.time_limit * 60

@@ -1,10 +1,12 @@
 """Conformance: every family's "tiny" preset speaks the protocol, saves, loads and resumes exactly."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from danqing import checkpoint as ckpt
 from danqing.config import DataConfig, TrainConfig, from_dict, to_dict
@@ -106,8 +108,9 @@ def test_resume_is_bit_exact(name, tmp_path):
         train(run, tmp_path / "b", progress=False, on_step=crash)
     assert ckpt.resolve(tmp_path / "b").name == "step-0000003"
     resumed = train(run, tmp_path / "b", resume=True, progress=False)
+    with open(tmp_path / "b" / "log.csv") as f:            # the crashed segment's step-4 row is replaced
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]
     for f in (ckpt.MODEL, ckpt.EMA):
-        from safetensors.torch import load_file
         a, b = load_file(str(straight / f)), load_file(str(resumed / f))
         assert a.keys() == b.keys()
         for k in a:
