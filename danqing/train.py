@@ -26,7 +26,6 @@ from . import checkpoint as ckpt
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
 from .protocol import Batch, Cond, Phase, generators
 
-
 # ---------------------------------------------------------------- hardware
 
 def cpu_has_bf16() -> bool:
@@ -368,8 +367,14 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
 
 class _Bar:
     def __init__(self, total: int, done: int, title: str, time_limit: float):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
                           TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))

@@ -6,7 +6,14 @@ import math
 import pytest
 import torch
 
-from danqing.config import ConfigError, DataConfig, TrainConfig, from_dict, override, to_dict
+from danqing.config import (
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    from_dict,
+    override,
+    to_dict,
+)
 from danqing.families.diffusion import Config as DiffusionConfig
 from danqing.train import batch_indices, ema_update, lr_at
 

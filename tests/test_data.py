@@ -16,8 +16,16 @@ import torch
 from PIL import Image
 
 from danqing.config import ConfigError, DataConfig
-from danqing.data import BUILTINS, DataError, DataWarning, describe, fetch, load_dataset, preview_grid
-from danqing.data import transforms
+from danqing.data import (
+    BUILTINS,
+    DataError,
+    DataWarning,
+    describe,
+    fetch,
+    load_dataset,
+    preview_grid,
+    transforms,
+)
 from danqing.data.sources import cache_root
 
 # danqing.data.fetch is the function (re-exported); the module has to be looked up by name.

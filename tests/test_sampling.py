@@ -17,7 +17,17 @@ import pytest
 import torch
 
 from danqing.protocol import Cond, generators, randn
-from danqing.sampling import SAMPLERS, cfg, ddim, dpmpp2m, euler, euler_a, heun, karras_sigmas, loglinear_sigmas
+from danqing.sampling import (
+    SAMPLERS,
+    cfg,
+    ddim,
+    dpmpp2m,
+    euler,
+    euler_a,
+    heun,
+    karras_sigmas,
+    loglinear_sigmas,
+)
 
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 N_SAMPLES = 20_000

@@ -4,8 +4,16 @@
 downloads the one built-in that does not ship with a Python package.
 """
 from .fetch import fetch
-from .sources import (BUILTINS, DataError, DataWarning, ImageDataset, cache_root, describe, load_dataset,
-                      preview_grid)
+from .sources import (
+                      BUILTINS,
+                      DataError,
+                      DataWarning,
+                      ImageDataset,
+                      cache_root,
+                      describe,
+                      load_dataset,
+                      preview_grid,
+)
 
 __all__ = ["BUILTINS", "DataError", "DataWarning", "ImageDataset", "cache_root", "describe", "fetch",
            "load_dataset", "preview_grid"]

@@ -125,7 +125,9 @@ def _digit_set(images: np.ndarray, labels: np.ndarray) -> RawImages:
 
 def _digits(root: Path) -> RawImages:
     try:
-        from sklearn.datasets import load_digits  # imported lazily: it is slow and only this set needs it
+        from sklearn.datasets import (
+            load_digits,  # imported lazily: it is slow and only this set needs it
+        )
     except ImportError:
         raise DataError("the built-in `digits` set ships with scikit-learn, which is not installed; "
                         "run `pip install 'danqing[datasets]'` (or `pip install scikit-learn`)") from None

@@ -13,7 +13,14 @@ from typing import Callable
 from torch import Tensor
 
 from danqing.sampling.guidance import cfg, combine
-from danqing.sampling.samplers import ancestral_step, ddim, dpmpp2m, euler, euler_a, heun
+from danqing.sampling.samplers import (
+    ancestral_step,
+    ddim,
+    dpmpp2m,
+    euler,
+    euler_a,
+    heun,
+)
 from danqing.sampling.schedules import karras_sigmas, loglinear_sigmas
 
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
