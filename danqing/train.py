@@ -354,15 +354,15 @@ def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: B
 
 def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
     """Resuming must not silently change the model, data or seed."""
+    if old.get("family") != new["family"]:
+        raise ConfigError(f"--resume: the run in --out trains {old.get('family')}, not {new['family']}")
     mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads"}
-    for part in ("family", "model", "data"):
-        if old.get(part) != new.get(part):
-            raise ConfigError(f"--resume: the {part} settings differ from the run being resumed "
-                              f"({old.get(part)} != {new.get(part)}); resume with the same settings or use a new --out")
-    diff = [k for k in new["train"] if k not in mutable and old["train"].get(k) != new["train"][k]]
-    if diff:
-        raise ConfigError(f"--resume: training settings {diff} differ from the run being resumed; "
-                          f"only {sorted(mutable)} may change")
+    changed = [f"{part}.{k} ({old.get(part, {}).get(k)!r} -> {v!r})" for part in ("model", "data", "train")
+               for k, v in new[part].items()
+               if old.get(part, {}).get(k) != v and not (part == "train" and k in mutable)]
+    if changed:
+        raise ConfigError(f"--resume: {', '.join(changed)} differ from the run being resumed; resume with the "
+                          f"same settings (only train {', '.join(sorted(mutable))} may change) or use a new --out")
 
 
 class _Bar:
