@@ -39,7 +39,10 @@ class Cond:
     """Conditioning for sampling or training.  Every field is optional and
     batched along dim 0; families read the fields they understand."""
 
-    labels: Tensor | None = None  # (B,) int64 class ids; a family's null id means "unconditional"
+    labels: Tensor | None = None     # (B,) int64 class ids; a family's null id means "unconditional"
+    text: Tensor | None = None       # (B, T, D) per-token text-encoder states (cross-attention keys/values)
+    text_mask: Tensor | None = None  # (B, T) bool, True for real tokens
+    pooled: Tensor | None = None     # (B, D) pooled sentence embedding
 
     def cat(self, other: "Cond") -> "Cond":
         """Concatenate two conditions along the batch (used by classifier-free guidance)."""
@@ -63,9 +66,11 @@ class Batch:
     images: Tensor
     labels: Tensor | None = None        # (B,) int64, or None for unlabelled data
     captions: list[str] | None = None
+    cond: Cond | None = None            # precomputed conditioning, e.g. caption embeddings
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.images.to(device), None if self.labels is None else self.labels.to(device), self.captions)
+        return Batch(self.images.to(device), None if self.labels is None else self.labels.to(device), self.captions,
+                     None if self.cond is None else self.cond.to(device))
 
 
 @runtime_checkable
