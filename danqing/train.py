@@ -94,10 +94,13 @@ def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
 # ---------------------------------------------------------------- EMA
 
 def ema_keys(model: nn.Module) -> list[str]:
-    """State-dict keys averaged by the EMA: the family's ``ema_module`` (e.g. the GAN generator) or all."""
+    """State-dict keys averaged by the EMA: float weights and buffers of the family's ``ema_module``
+    (e.g. the GAN generator) or of the whole model, except frozen parameters (they never change)."""
     prefix = getattr(model, "ema_module", "")
+    live = {id(p) for p in trainable(model)}
+    frozen = {k for k, p in model.named_parameters() if id(p) not in live}
     return [k for k, v in model.state_dict().items()
-            if v.is_floating_point() and (not prefix or k.startswith(prefix + "."))]
+            if v.is_floating_point() and k not in frozen and (not prefix or k.startswith(prefix + "."))]
 
 
 @torch.no_grad()
@@ -194,10 +197,11 @@ class Run:
     data: DataConfig
     train: TrainConfig
     preset: str = ""
+    init_from: dict[str, str] = dataclasses.field(default_factory=dict)   # sub-module -> checkpoint to start from
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "preset": self.preset, "model": to_dict(self.model),
-                "data": to_dict(self.data), "train": to_dict(self.train)}
+                "data": to_dict(self.data), "train": to_dict(self.train), "init_from": self.init_from}
 
 
 def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "auto", progress: bool = True,
@@ -249,8 +253,10 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     tc = run.train
     model = FAMILIES[run.family].Model(run.model).to(dev)
     phases: list[Phase] = model.phases()
-    optims = {m: torch.optim.AdamW((model.get_submodule(m) if m else model).parameters(), lr=tc.lr,
-                                   betas=tc.betas, weight_decay=tc.weight_decay) for m in {p.module for p in phases}}
+    for sub, path in run.init_from.items():              # e.g. a pretrained, frozen autoencoder
+        init_submodule(model, sub, path)
+    optims = {m: torch.optim.AdamW(trainable(model, m), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+              for m in {p.module for p in phases}}
     ema = {k: model.state_dict()[k].detach().float().clone() for k in ema_keys(model)}
     step, last = 0, out
     if resume:
@@ -274,6 +280,10 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
+        if hasattr(model, "calibrate"):                # e.g. the autoencoder's measured latent scale
+            with swap_in(model, ema), torch.autocast(dev.type, enabled=False):
+                idx = torch.arange(min(len(ds), 1024)).numpy()
+                model.calibrate(ds.batch(idx).images.to(dev))
         state = {"model": model.state_dict(), "optim": {m or "_": o.state_dict() for m, o in optims.items()},
                  "ema": ema, "step": at, "rng": torch.get_rng_state(),
                  "data": dict(zip(("epoch", "position"), batch_indices(at, tc.batch_size, len(ds), tc.seed)[1:]))}
@@ -331,9 +341,28 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     return last
 
 
+def trainable(model: nn.Module, module: str = "") -> list[nn.Parameter]:
+    """Parameters of ``module`` that train: a family freezes a part (e.g. an autoencoder) by
+    setting requires_grad=False on it when it is built, and the trainer keeps it that way."""
+    frozen = getattr(model, "_frozen_ids", None)
+    if frozen is None:
+        frozen = model._frozen_ids = {id(p) for p in model.parameters() if not p.requires_grad}
+    return [p for p in (model.get_submodule(module) if module else model).parameters() if id(p) not in frozen]
+
+
+def init_submodule(model: nn.Module, sub: str, path: str) -> None:
+    """Load sub-module ``sub`` of ``model`` from the checkpoint at ``path`` (EMA weights when present)."""
+    source, _ = ckpt.load(path)
+    target = model.get_submodule(sub)
+    try:
+        target.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        raise ConfigError(f"{path} does not fit {sub}: {str(e).splitlines()[0]}") from None
+
+
 def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: Batch, lr: float,
                clip: float, bf16: bool, dev: torch.device) -> dict[str, float]:
-    params = list((model.get_submodule(ph.module) if ph.module else model).parameters())
+    params = trainable(model, ph.module)
     owned = {id(p) for p in params}
     for p in model.parameters():                       # only this phase's module collects gradients
         p.requires_grad_(id(p) in owned)
@@ -347,7 +376,7 @@ def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: B
     if clip:
         logs[f"{ph.name}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
     opt.step()
-    for p in model.parameters():
+    for p in trainable(model):
         p.requires_grad_(True)
     return logs
 

@@ -1,7 +1,8 @@
 """The only registry of families: name -> module with Config, Model, PRESETS, TRAIN_DEFAULTS."""
-from . import dcgan, diffusion
+from . import autoencoder, dcgan, diffusion
 
 FAMILIES = {
     "diffusion": diffusion,
     "dcgan": dcgan,
+    "autoencoder": autoencoder,
 }
