@@ -76,13 +76,41 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
                   f"(the preset had {model_cfg.num_classes})", file=sys.stderr)
             model_cfg = dataclasses.replace(model_cfg, num_classes=n)
 
+    init_from = {}
+    if getattr(model_cfg, "ae", None) is not None:     # latent diffusion: start from a trained autoencoder
+        model_cfg, init_from = _with_autoencoder(model_cfg, args.autoencoder, args.family)
+    elif args.autoencoder:
+        raise UsageError(f"--autoencoder applies to latent models; {args.family}:{args.preset} works in pixels")
+
     out = Path(args.out or f"runs/{args.family}-{args.preset}-{Path(args.data).name}")
-    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset), out, resume=args.resume,
+    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset, init_from), out, resume=args.resume,
                  device=args.device, progress=not args.quiet)
     print(f"checkpoint: {last}")
     grids = sorted((out / "samples").glob("*.png"))
     if grids:
         print(f"samples:    {grids[-1]}")
+
+
+def _with_autoencoder(model_cfg, path: str | None, family: str):
+    """Put a trained autoencoder's config (with its measured latent scale) into a latent model's config."""
+    from .checkpoint import read_config, resolve
+    from .families import autoencoder
+
+    if not path:
+        raise UsageError(f"{family} works in an autoencoder's latent space: give --autoencoder RUN_OR_CHECKPOINT "
+                         "(train one first: danqing train autoencoder --preset emoji --data emoji)")
+    cfg = read_config(path)
+    if cfg.get("family") != "autoencoder":
+        raise UsageError(f"--autoencoder {path} is a {cfg.get('family')} checkpoint, not an autoencoder")
+    from .config import from_dict
+    ae = from_dict(autoencoder.Config, cfg["model"])
+    if not ae.latent_scale:
+        raise UsageError(f"--autoencoder {path} has no measured latent scale; resume its training for a step "
+                         "to write a checkpoint that has it")
+    if ae.image_size != model_cfg.image_size:
+        raise UsageError(f"--autoencoder {path} was trained at {ae.image_size}px but the model paints at "
+                         f"{model_cfg.image_size}px")
+    return dataclasses.replace(model_cfg, ae=ae), {"ae": str(resolve(path))}
 
 
 # ---------------------------------------------------------------- sample
@@ -211,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--flip", action="store_true", help="random horizontal flips")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("--autoencoder", help="latent models: the trained autoencoder (run or checkpoint folder)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 

@@ -10,7 +10,6 @@ on the CPU.  Torch's global RNG is forked for the run and restored after it.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from .progress import Log, progress_bar
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
 from .protocol import Batch, Cond, Phase, generators
 
@@ -131,59 +131,34 @@ class swap_in:
 
 # ---------------------------------------------------------------- logging
 
-class Log:
-    """CSV log, one row per logged step, appended as it goes; TensorBoard too when it is installed.
-
-    On resume, rows after the checkpoint's step (written by the interrupted
-    run) are dropped once.  A metric that appears later (e.g. a lazy phase)
-    adds a column, which rewrites the file once.
-    """
-
-    def __init__(self, run_dir: Path, start_step: int):
-        self.path = run_dir / "log.csv"
-        self.rows: list[dict[str, Any]] = []
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        self.cols = list(dict.fromkeys(k for r in self.rows for k in r)) or ["step"]
-        self._rewrite()
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except Exception:  # tensorboard is optional
-            self.tb = None
-
-    def _rewrite(self) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.cols)
-            w.writeheader()
-            w.writerows(self.rows)
-        tmp.replace(self.path)
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        row = {"step": step, **values}
-        self.rows.append(row)
-        if set(row) - set(self.cols):
-            self.cols += [k for k in row if k not in self.cols]
-            self._rewrite()
-        else:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.cols).writerow(row)
-        if self.tb is not None:
-            for k, v in values.items():
-                self.tb.add_scalar(k, v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
-def sample_grid(model: nn.Module, n: int, *, num_classes: int = 0) -> Tensor:
-    """A fixed grid for watching training: seeds 0..n-1, classes cycling 0..num_classes-1."""
+def sample_grid(model: nn.Module, n: int, *, num_classes: int = 0, text: Cond | None = None) -> Tensor:
+    """A fixed grid for watching training: seeds 0..n-1, classes cycling 0..num_classes-1,
+    or the given text conditioning (the captions of fixed training images)."""
     device = next(model.parameters()).device
     cond = Cond(labels=torch.arange(n, device=device) % num_classes) if num_classes else None
+    if text is not None:
+        cond = Cond(labels=None if cond is None else cond.labels, text=text.text[:n], text_mask=text.text_mask[:n],
+                    pooled=text.pooled[:n]).to(device)
     return model.sample(n, cond, generator=generators(range(n), device))
+
+
+def captioner(model_cfg: Any, ds, progress: bool) -> Callable[[list[str]], Cond] | None:
+    """For text-conditional models: caption -> text states, from the on-disk embedding cache
+    (every caption of the data set is encoded once, up front)."""
+    if not getattr(model_cfg, "text_dim", 0):
+        return None
+    if ds.captions is None:
+        raise ConfigError("this model paints from text but the data has no captions; add NAME.txt files or a "
+                          "metadata.jsonl (see README), or train a class-conditional/unconditional model")
+    from .text import EmbeddingCache, TextEncoder
+    encoder = TextEncoder(None if model_cfg.text_encoder in ("", "minilm") else model_cfg.text_encoder,
+                          max_tokens=model_cfg.text_tokens)
+    if encoder.dim != model_cfg.text_dim:
+        raise ConfigError(f"the text encoder in {encoder.folder} gives {encoder.dim}-d states but the model "
+                          f"expects --model.text_dim={model_cfg.text_dim}")
+    cache = EmbeddingCache(progress=progress)
+    cache.embed(list(ds.captions), encoder)
+    return lambda captions: cache.embed(captions, encoder)
 
 
 # ---------------------------------------------------------------- the loop
@@ -269,6 +244,11 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         torch.set_rng_state(state["rng"])
     bf16 = use_bf16(tc.bf16, dev)
     num_classes = getattr(run.model, "num_classes", 0)
+    embed = captioner(run.model, ds, progress)
+    grid_text = None
+    if embed is not None:                  # the grid shows the captions of evenly spaced training images
+        picks = torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()
+        grid_text = embed([ds.captions[i] for i in picks])
     log = Log(out, step)
     if progress:
         params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -298,18 +278,21 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
 
     def grid(at: int) -> None:
         with swap_in(model, ema):
-            imgs = sample_grid(model, tc.sample_n, num_classes=num_classes)
+            imgs = sample_grid(model, tc.sample_n, num_classes=num_classes, text=grid_text)
         save_grid(imgs, out / "samples" / f"step-{at:07d}.png")
 
     start = time.perf_counter()
     shown: dict[str, float] = {}
-    bar = _progress(progress, tc.steps, step, run)
+    bar = progress_bar(progress, tc.steps, step, f"{run.family}:{run.preset or 'custom'}", tc.time_limit)
     model.train()
     try:
         while step < tc.steps:
             idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed)
             flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
-            batch = ds.batch(idx.numpy(), flip=flip).to(dev)
+            batch = ds.batch(idx.numpy(), flip=flip)
+            if embed is not None:
+                batch.cond = embed(batch.captions)
+            batch = batch.to(dev)
             lr = lr_at(step, tc)
             logs = {"lr": lr}
             for ph in phases:
@@ -392,38 +375,3 @@ def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
     if changed:
         raise ConfigError(f"--resume: {', '.join(changed)} differ from the run being resumed; resume with the "
                           f"same settings (only train {', '.join(sorted(mutable))} may change) or use a new --out")
-
-
-class _Bar:
-    def __init__(self, total: int, done: int, title: str, time_limit: float):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[speed]}"), TimeElapsedColumn(), TextColumn("eta"),
-                          TimeRemainingColumn(), TextColumn("{task.fields[losses]}"))
-        self.task = self.p.add_task(title, total=total, completed=done, speed="", losses="")
-        self.t0, self.s0, self.total, self.time_limit = time.perf_counter(), done, total, time_limit
-        self.p.start()
-
-    def update(self, step: int, logs: dict[str, float]) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = (step - self.s0) / max(1e-9, elapsed)
-        losses = " ".join(f"{k.replace('/loss', '')}={v:.4g}" for k, v in logs.items() if k.endswith("loss"))
-        total = self.total
-        if self.time_limit:       # a time budget ends the run first: show the steps it will reach
-            total = min(total, step + int(rate * max(0.0, self.time_limit * 60 - elapsed)))
-        self.p.update(self.task, completed=step, total=total, speed=f"{rate:.2f} it/s", losses=losses)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-def _progress(enabled: bool, total: int, done: int, run: Run) -> _Bar | None:
-    return _Bar(total, done, f"{run.family}:{run.preset or 'custom'}", run.train.time_limit) if enabled else None
-

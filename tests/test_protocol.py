@@ -27,11 +27,34 @@ def fake_batch(model, b=4):
     c = model.config
     g = torch.Generator().manual_seed(1)
     labels = torch.arange(b) % c.num_classes if getattr(c, "num_classes", 0) else None
-    return Batch(torch.rand(b, c.image_channels, c.image_size, c.image_size, generator=g) * 2 - 1, labels)
+    return Batch(torch.rand(b, c.image_channels, c.image_size, c.image_size, generator=g) * 2 - 1, labels,
+                 cond=text_cond(c, b))
+
+
+def text_cond(c, n):
+    """Random text states for text-conditional configs (None otherwise)."""
+    if not getattr(c, "text_dim", 0):
+        return None
+    g = torch.Generator().manual_seed(2)
+    mask = torch.arange(c.text_tokens)[None].expand(n, -1) < torch.arange(2, 2 + n)[:, None] % c.text_tokens + 1
+    return Cond(text=torch.randn(n, c.text_tokens, c.text_dim, generator=g), text_mask=mask,
+                pooled=torch.randn(n, c.text_dim, generator=g))
 
 
 def cond_for(model, n):
-    return Cond(labels=torch.arange(n) % model.config.num_classes) if getattr(model.config, "num_classes", 0) else None
+    c = model.config
+    cond = text_cond(c, n)
+    if getattr(c, "num_classes", 0):
+        cond = cond or Cond()
+        cond.labels = torch.arange(n) % c.num_classes
+    return cond
+
+
+def pick(cond, i):
+    """Row i of a condition, as a batch of one."""
+    if cond is None:
+        return None
+    return Cond(**{k: None if v is None else v[i:i + 1] for k, v in vars(cond).items()})
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -67,8 +90,7 @@ def test_sample_shape_range_and_per_image_generators(name):
     assert x.shape == (3, c.image_channels, c.image_size, c.image_size)
     assert x.min() >= -1 and x.max() <= 1 and torch.isfinite(x).all()
     # image i depends only on its own generator, not on the batch it was drawn in
-    one = model.sample(1, None if cond_for(model, 3) is None else Cond(labels=cond_for(model, 3).labels[1:2]),
-                       generator=generators([6]))
+    one = model.sample(1, pick(cond_for(model, 3), 1), generator=generators([6]))
     torch.testing.assert_close(one[0], x[1], atol=1e-5, rtol=0)
 
 
@@ -89,9 +111,11 @@ def test_save_load_round_trip(name, tmp_path):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_resume_is_bit_exact(name, tmp_path):
+def test_resume_is_bit_exact(name, tmp_path, request, monkeypatch):
     """N steps straight == N/2 steps, a crash, and a resume for the rest (CPU, fp32)."""
     fam = FAMILIES[name]
+    if getattr(fam.PRESETS["tiny"], "text_dim", 0):
+        monkeypatch.setenv("DANQING_TEXT_ENCODER", str(request.getfixturevalue("tiny_text_encoder")))
     c = fam.PRESETS["tiny"]
     run = Run(name, c, DataConfig("digits", size=c.image_size, channels=c.image_channels, flip=True),
               TrainConfig(steps=6, batch_size=8, warmup=2, bf16="off", ckpt_every=3, sample_every=0, sample_n=4,

@@ -7,19 +7,26 @@ of Diffusion-Based Generative Models", EDM):
 
 Training draws ln(sigma) ~ N(P_mean, P_std^2) and minimises the weighted
 denoising loss lambda(sigma) * ||D(y + n; sigma) - y||^2 (EDM eq. 8, Table 1).
-Class labels are dropped to a null class with probability ``cond_drop`` so the
-same network also learns the unconditional model used by classifier-free
-guidance (Ho & Salimans 2022).
+Class labels (or text) are dropped to a null class (a learned null text
+embedding) with probability ``cond_drop`` so the same network also learns the
+unconditional model used by classifier-free guidance (Ho & Salimans 2022).
+
+Latent diffusion (Rombach et al. 2022) is the same model run on the scaled
+latents of a frozen autoencoder (``ae``): images are encoded before the loss
+and decoded after sampling.  Text conditioning feeds the text encoder's
+per-token states to cross-attention and its pooled vector to the embedding.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.unet import UNet
 from ..protocol import Batch, Cond, Generators, Phase, randn
+from . import autoencoder
 from ..sampling import SAMPLERS, cfg, karras_sigmas
 
 
@@ -44,17 +51,38 @@ class Config:
     sampler: str = "heun"
     steps: int = 18
     guidance: float = 1.0
+    # text conditioning (0 = none): the text encoder's state width, tokens per prompt, and its name
+    text_dim: int = 0
+    text_tokens: int = 32
+    text_encoder: str = ""
+    # latent diffusion: the frozen autoencoder's architecture (its weights are part of this model)
+    ae: autoencoder.Config | None = None
 
 
 class Diffusion(nn.Module):
-    """EDM diffusion model in pixel space."""
+    """EDM diffusion model in pixel space, or in an autoencoder's latent space."""
 
     def __init__(self, config: Config):
         super().__init__()
         self.config = config
         c = config
-        self.net = UNet(c.image_channels, c.image_channels, resolution=c.image_size, channels=c.channels,
-                        mult=c.mult, num_res=c.num_res, attn=c.attn, dropout=c.dropout, num_classes=c.num_classes)
+        self.ae = None
+        ch, res = c.image_channels, c.image_size
+        if c.ae is not None:
+            self.ae = autoencoder.AutoEncoder(c.ae).requires_grad_(False).eval()   # frozen: never trained here
+            ch, res = c.ae.latent_channels, c.image_size // self.ae.factor
+        self.shape = (ch, res, res)                          # what the denoiser sees: (C, H, W)
+        self.net = UNet(ch, ch, resolution=res, channels=c.channels, mult=c.mult, num_res=c.num_res, attn=c.attn,
+                        dropout=c.dropout, num_classes=c.num_classes, context_dim=c.text_dim)
+        if c.text_dim:   # learned "no prompt" tokens for the unconditional branch
+            self.null_text = nn.Parameter(torch.zeros(c.text_tokens, c.text_dim))
+            self.null_pooled = nn.Parameter(torch.zeros(c.text_dim))
+
+    def train(self, mode: bool = True) -> "Diffusion":
+        super().train(mode)
+        if self.ae is not None:
+            self.ae.eval()                                   # the frozen autoencoder never leaves eval mode
+        return self
 
     # ---------------------------------------------------------------- the denoiser
     def denoise(self, x: Tensor, sigma: Tensor, cond: Cond | None = None) -> Tensor:
@@ -68,8 +96,35 @@ class Diffusion(nn.Module):
         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
         c_in = 1 / (sigma**2 + sd**2).sqrt()
         c_noise = sigma.log().flatten() / 4
-        f = self.net((c_in * x).to(x.dtype), c_noise, self._labels(cond, x.shape[0], x.device))
+        text = self._text(cond, x.shape[0])
+        f = self.net((c_in * x).to(x.dtype), c_noise, self._labels(cond, x.shape[0], x.device),
+                     text.text, text.text_mask, text.pooled)
         return c_skip * x + c_out * f.to(torch.float32)
+
+    def null_cond(self, n: int) -> Cond:
+        """The unconditional branch: null class and/or the learned null text, for n images."""
+        c = self.config
+        out = Cond()
+        if c.num_classes:
+            out.labels = torch.full((n,), c.num_classes, dtype=torch.long, device=self.null_device)
+        if c.text_dim:
+            out.text = self.null_text.expand(n, -1, -1)
+            out.text_mask = torch.ones(n, c.text_tokens, dtype=torch.bool, device=self.null_device)
+            out.pooled = self.null_pooled.expand(n, -1)
+        return out
+
+    @property
+    def null_device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def _text(self, cond: Cond | None, n: int) -> Cond:
+        if not self.config.text_dim:
+            if cond is not None and cond.text is not None:
+                raise ValueError("this model has no text conditioning: it takes no prompt")
+            return Cond()
+        if cond is None or cond.text is None:
+            return self.null_cond(n)
+        return cond
 
     def _labels(self, cond: Cond | None, n: int, device: torch.device) -> Tensor | None:
         if not self.config.num_classes:
@@ -87,6 +142,9 @@ class Diffusion(nn.Module):
     def loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
         c = self.config
         y = batch.images
+        if self.ae is not None:
+            with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
+                y = self.ae.encode(y.float(), sample=True)   # z ~ q(z|x), scaled to unit variance
         b = y.shape[0]
         sigma = (torch.randn(b, device=y.device) * c.p_std + c.p_mean).exp()          # EDM Table 1, training
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2           # lambda(sigma)
@@ -100,6 +158,17 @@ class Diffusion(nn.Module):
             drop = torch.rand(b, device=y.device) < c.cond_drop
             labels[drop] = c.num_classes                                               # null class
             cond = Cond(labels=labels)
+        if c.text_dim:
+            if batch.cond is None or batch.cond.text is None:
+                raise ValueError("this model is text-conditional but the batch has no caption embeddings; "
+                                 "train it on captioned data")
+            keep = (torch.rand(b, device=y.device) >= c.cond_drop)                    # drop -> null text
+            null = self.null_cond(b)
+            k3 = keep[:, None, None]
+            cond = Cond(labels=None if cond is None else cond.labels,
+                        text=torch.where(k3, batch.cond.text, null.text.to(batch.cond.text.dtype)),
+                        text_mask=torch.where(keep[:, None], batch.cond.text_mask, null.text_mask),
+                        pooled=torch.where(keep[:, None], batch.cond.pooled, null.pooled.to(batch.cond.pooled.dtype)))
         d = self.denoise(y + n, sigma, cond)
         per_image = (weight[:, None, None, None] * (d - y) ** 2).mean(dim=(1, 2, 3))
         return {"loss": per_image.mean()}
@@ -107,25 +176,69 @@ class Diffusion(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
                sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-               callback=None, x: Tensor | None = None) -> Tensor:
-        """n images in [-1, 1].  ``cond.labels`` picks classes; guidance > 1 uses CFG."""
+               negative: Cond | None = None, size: int | None = None, init: Tensor | None = None,
+               strength: float = 1.0, mask: Tensor | None = None, callback=None) -> Tensor:
+        """n images in [-1, 1], shape (n, C, size, size).
+
+        cond:     class labels and/or text states for the n images; guidance > 1 applies
+                  classifier-free guidance against ``negative`` (a negative prompt) or the null condition.
+        size:     output side in pixels (default: the training size); any multiple of the network's stride.
+        init:     (n, C, size, size) images for image-to-image (SDEdit, Meng et al. 2022): they are
+                  noised to the level that ``strength`` (0..1) of the schedule starts at and denoised from there.
+        mask:     (n, 1, size, size), 1 = paint, 0 = keep ``init`` (inpainting): at every step the known
+                  region's denoised value is replaced by the known image, and its pixels are kept exactly.
+        callback: called as callback(i, steps, x, denoised) after every step (latents for latent models).
+        """
         c = self.config
         name = sampler or c.sampler
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-        device = next(self.parameters()).device
+        size = size or c.image_size
+        stride = (self.ae.factor if self.ae is not None else 1) * 2 ** (len(c.mult) - 1)
+        if size % stride:
+            raise ValueError(f"size must be a multiple of {stride} for this model, got {size}")
+        if not 0.0 < strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        if mask is not None and init is None:
+            raise ValueError("inpainting needs the image to keep: pass init together with mask")
+        device = self.null_device
+        ch, res = self.shape[0], size // (self.ae.factor if self.ae is not None else 1)
         sigmas = karras_sigmas(steps or c.steps, c.sigma_min, c.sigma_max, c.rho).to(device)
-        if x is None:
-            x = randn((n, c.image_channels, c.image_size, c.image_size), generator, device) * sigmas[0]
-        scale = c.guidance if guidance is None else guidance
-        labels = self._labels(cond, n, device)
-        if labels is None or scale == 1.0:
-            denoise = lambda x_, s_: self.denoise(x_, s_, None if labels is None else Cond(labels=labels))  # noqa: E731
+        noise = randn((n, ch, res, res), generator, device)
+        known = None
+        if init is None:
+            x = noise * sigmas[0]
         else:
-            null = Cond(labels=torch.full_like(labels, c.num_classes))
-            denoise = cfg(self.denoise, scale, Cond(labels=labels), null)
+            init = init.to(device).float()
+            known = self.ae.encode(init) if self.ae is not None else init
+            start = min(len(sigmas) - 2, round((len(sigmas) - 1) * (1 - strength)))
+            sigmas = sigmas[start:]
+            x = known + noise * sigmas[0]
+
+        scale = c.guidance if guidance is None else guidance
+        cond = self._full_cond(cond, n)
+        if scale == 1.0 or (not c.num_classes and not c.text_dim):
+            denoise = lambda x_, s_: self.denoise(x_, s_, cond)  # noqa: E731
+        else:
+            denoise = cfg(self.denoise, scale, cond, self._full_cond(negative, n) if negative else self.null_cond(n))
+        latent_mask = None
+        if mask is not None:
+            mask = mask.to(device).float()
+            latent_mask = F.adaptive_max_pool2d(mask, (res, res))      # a latent cell touching the paint area is painted
+            inner = denoise
+            denoise = lambda x_, s_: latent_mask * inner(x_, s_) + (1 - latent_mask) * known  # noqa: E731
         x = SAMPLERS[name](denoise, x, sigmas, generator=generator, callback=callback)
-        return x.clamp(-1, 1)
+        out = (self.ae.decode(x) if self.ae is not None else x).clamp(-1, 1)
+        if mask is not None:
+            out = mask * out + (1 - mask) * init                        # pixels outside the mask stay exactly
+        return out
+
+    def _full_cond(self, cond: Cond | None, n: int) -> Cond:
+        """cond with the parts the model needs filled in: class labels (null when absent) and text."""
+        cond = cond or Cond()
+        text = self._text(cond, n)                                        # no text: the learned null text
+        return Cond(labels=self._labels(cond, n, self.null_device), text=text.text, text_mask=text.text_mask,
+                    pooled=text.pooled)
 
 
 Model = Diffusion

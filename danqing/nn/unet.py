@@ -85,16 +85,46 @@ class SelfAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
-class Block(nn.Module):
-    """A ResBlock followed by self-attention at the resolutions that have it."""
+class CrossAttention(nn.Module):
+    """Attention from the H*W positions of a feature map to text tokens (Rombach et al. 2022, eq. 3):
+    queries from the image, keys and values from the text encoder's per-token states."""
 
-    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, attn: bool, head_dim: int):
+    def __init__(self, ch: int, context_dim: int, head_dim: int = 32):
+        super().__init__()
+        self.heads = max(1, ch // head_dim)
+        self.norm = nn.GroupNorm(groups(ch), ch)
+        self.q = nn.Linear(ch, ch)
+        self.kv = nn.Linear(context_dim, 2 * ch)
+        self.proj = nn.Linear(ch, ch)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor, context: Tensor, mask: Tensor | None) -> Tensor:
+        b, c, h, w = x.shape
+        d = c // self.heads
+        q = self.q(self.norm(x).flatten(2).transpose(1, 2)).reshape(b, h * w, self.heads, d).transpose(1, 2)
+        k, v = self.kv(context).reshape(b, -1, 2, self.heads, d).permute(2, 0, 3, 1, 4)   # (B, heads, T, d)
+        logits = q @ k.transpose(-1, -2) * d ** -0.5                                     # (B, heads, HW, T)
+        if mask is not None:
+            logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        out = logits.softmax(dim=-1) @ v                                                 # (B, heads, HW, d)
+        out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))
+        return x + out.transpose(1, 2).reshape(b, c, h, w)
+
+
+class Block(nn.Module):
+    """A ResBlock, then self-attention and (with a text context) cross-attention at the resolutions that have it."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int, dropout: float, attn: bool, head_dim: int,
+                 context_dim: int = 0):
         super().__init__()
         self.res = ResBlock(cin, cout, emb_dim, dropout)
         self.attn = SelfAttention(cout, head_dim) if attn else nn.Identity()
+        self.cross = CrossAttention(cout, context_dim, head_dim) if attn and context_dim else None
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return self.attn(self.res(x, emb))
+    def forward(self, x: Tensor, emb: Tensor, context: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        h = self.attn(self.res(x, emb))
+        return self.cross(h, context, mask) if self.cross is not None else h
 
 
 class Down(nn.Module):
@@ -102,7 +132,7 @@ class Down(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, *_) -> Tensor:
         return self.conv(x)
 
 
@@ -111,34 +141,39 @@ class Up(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(ch, ch, 3, padding=1)
 
-    def forward(self, x: Tensor, emb: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, *_) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class UNet(nn.Module):
-    """UNet(x, c_noise, labels) -> same shape as x.
+    """UNet(x, c_noise, labels, context, context_mask, pooled) -> same shape as x.
 
-    in/out: (B, in_ch, R, R) with R divisible by 2**(len(mult)-1).
+    in/out: (B, in_ch, H, W) with H, W divisible by 2**(len(mult)-1).
     channels * mult[i] channels at level i; ``attn`` lists the resolutions
-    (e.g. (8,)) that get self-attention; ``num_classes`` > 0 adds a class
-    embedding with one extra "null" row (id = num_classes).
+    (e.g. (8,)) that get self-attention, at the training ``resolution``;
+    ``num_classes`` > 0 adds a class embedding with one extra "null" row
+    (id = num_classes); ``context_dim`` > 0 adds cross-attention to text
+    tokens (B, T, context_dim) wherever there is self-attention, and a pooled
+    text vector (B, context_dim) added to the noise embedding (as Imagen and
+    SDXL do with their pooled text embeddings).
     """
 
     def __init__(self, in_ch: int, out_ch: int, *, resolution: int, channels: int = 32,
                  mult: tuple[int, ...] = (1, 2, 2), num_res: int = 2, attn: tuple[int, ...] = (8,),
-                 dropout: float = 0.0, num_classes: int = 0, head_dim: int = 32):
+                 dropout: float = 0.0, num_classes: int = 0, head_dim: int = 32, context_dim: int = 0):
         super().__init__()
         emb_dim = 4 * channels
         self.noise_emb = NoiseEmbedding(channels)
         self.emb_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.pooled_emb = nn.Linear(context_dim, emb_dim) if context_dim else None
         self.conv_in = nn.Conv2d(in_ch, channels, 3, padding=1)
 
         self.down = nn.ModuleList()
         skips, ch, res = [channels], channels, resolution
         for level, m in enumerate(mult):
             for _ in range(num_res):
-                self.down.append(Block(ch, channels * m, emb_dim, dropout, res in attn, head_dim))
+                self.down.append(Block(ch, channels * m, emb_dim, dropout, res in attn, head_dim, context_dim))
                 ch = channels * m
                 skips.append(ch)
             if level < len(mult) - 1:
@@ -146,13 +181,14 @@ class UNet(nn.Module):
                 res //= 2
                 skips.append(ch)
 
-        self.mid = nn.ModuleList([Block(ch, ch, emb_dim, dropout, True, head_dim),
+        self.mid = nn.ModuleList([Block(ch, ch, emb_dim, dropout, True, head_dim, context_dim),
                                   Block(ch, ch, emb_dim, dropout, False, head_dim)])
 
         self.up = nn.ModuleList()
         for level, m in reversed(list(enumerate(mult))):
             for _ in range(num_res + 1):
-                self.up.append(Block(ch + skips.pop(), channels * m, emb_dim, dropout, res in attn, head_dim))
+                self.up.append(Block(ch + skips.pop(), channels * m, emb_dim, dropout, res in attn, head_dim,
+                                     context_dim))
                 ch = channels * m
             if level > 0:
                 self.up.append(Up(ch))
@@ -163,20 +199,25 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, labels: Tensor | None = None, context: Tensor | None = None,
+                context_mask: Tensor | None = None, pooled: Tensor | None = None) -> Tensor:
         emb = self.emb_mlp(self.noise_emb(c_noise.reshape(-1).expand(x.shape[0])))
         if self.class_emb is not None:
             if labels is None:
                 raise ValueError("this UNet is class-conditional: pass labels (use the null id for unconditional)")
             emb = emb + self.class_emb(labels)
+        if self.pooled_emb is not None:
+            if context is None or pooled is None:
+                raise ValueError("this UNet is text-conditional: pass context and pooled text states")
+            emb = emb + self.pooled_emb(pooled)
 
         h = self.conv_in(x)
         hs = [h]                                   # skip connections, one per down layer
         for layer in self.down:
-            h = layer(h, emb)
+            h = layer(h, emb, context, context_mask)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb)
+            h = layer(h, emb, context, context_mask)
         for layer in self.up:
-            h = layer(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(layer, Block) else layer(h)
+            h = layer(torch.cat([h, hs.pop()], dim=1), emb, context, context_mask) if isinstance(layer, Block) else layer(h)
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,27 @@
+"""Text-to-image: the diffusion family in an autoencoder's latent space, conditioned on
+MiniLM text states through cross-attention (a small Stable-Diffusion-shaped model,
+Rombach et al. 2022).  Same Config and Model as ``diffusion``; its own presets.
+
+Train the autoencoder first, then the painter with it frozen inside:
+
+    danqing train autoencoder --preset emoji --data emoji --out runs/ae-emoji
+    danqing train t2i --preset emoji --data emoji --autoencoder runs/ae-emoji --out runs/t2i-emoji
+"""
+from __future__ import annotations
+
+from . import autoencoder
+from .diffusion import TRAIN_DEFAULTS, Config, Diffusion
+
+Model = Diffusion
+
+PRESETS: dict[str, Config] = {
+    # conformance tests: a 16x16 image, f=2 autoencoder -> 8x8x4 latents, a 32-d text encoder
+    "tiny": Config(image_size=16, channels=16, mult=(1, 2), num_res=1, attn=(4,), text_dim=32, text_tokens=24,
+                   ae=autoencoder.PRESETS["tiny"], sampler="dpmpp2m", steps=8),
+    # the bundled painter: 64x64 RGB via 16x16x4 latents, MiniLM (384-d, 32 tokens)
+    "emoji": Config(image_size=64, channels=80, mult=(1, 2, 2), num_res=2, attn=(16, 8), text_dim=384,
+                    text_tokens=32, text_encoder="minilm", ae=autoencoder.PRESETS["emoji"],
+                    sampler="dpmpp2m", steps=20, guidance=4.0, cond_drop=0.1),
+}
+
+__all__ = ["Config", "Model", "PRESETS", "TRAIN_DEFAULTS"]
