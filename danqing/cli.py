@@ -68,7 +68,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     data_cfg = override(DataConfig(source=args.data, size=model_cfg.image_size, channels=model_cfg.image_channels,
                                    flip=args.flip), ov["data"], prefix="data.")
 
-    if hasattr(model_cfg, "num_classes") and "num_classes" not in ov["model"]:
+    if hasattr(model_cfg, "num_classes") and "num_classes" not in ov["model"] and not getattr(model_cfg, "text_dim", 0):
         ds = load_dataset(data_cfg, progress=not args.quiet)
         n = len(ds.class_names) if ds.labels is not None else 0
         if n != model_cfg.num_classes:
@@ -168,6 +168,74 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
 
 
+# ---------------------------------------------------------------- paint
+
+def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .pipeline import PipelineError, load, next_paths, read_parameters
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    if args.source is None and args.prompt is None:
+        raise UsageError('give a prompt, e.g. danqing paint "a fox face, 3d style", or --from PICTURE.png')
+
+    def open_image(path: str | None, what: str):
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+        except (OSError, ValueError) as e:
+            raise PipelineError(f"cannot read the {what} {path}: {e}") from None
+
+    init, mask = open_image(args.init, "init image"), open_image(args.mask, "mask")
+    if mask is not None and init is None:
+        raise UsageError("--mask paints into an image: give it with --init")
+    params = read_parameters(args.source) if args.source else None
+    pipe = load(args.model if args.model else (params.model if params and params.model else "emoji"))
+    with _step_bar(args.steps or (params.steps if params else pipe.model.config.steps), quiet=args.quiet) as cb:
+        if params is not None:
+            images = [pipe.regenerate(params, init, mask, callback=cb)]
+        else:
+            images = pipe(args.prompt, args.negative, args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                          sampler=args.sampler, size=args.size, init_image=init, strength=args.strength, mask=mask,
+                          bf16=args.bf16, callback=cb)
+    for img, path in zip(images, next_paths(args.output, len(images))):
+        pipe.save(img, path)
+        print(path)
+    if params is not None:
+        with Image.open(args.source) as orig:
+            a, b = np.asarray(orig.convert("RGB"), np.int16), np.asarray(images[0].convert("RGB"), np.int16)
+        same = a.shape == b.shape and not np.abs(a - b).any()
+        print("identical to the original pixels" if same else
+              f"differs from the original (max difference {np.abs(a - b).max() if a.shape == b.shape else 'size'}): "
+              "a different machine, torch build or precision gives slightly different numbers", file=sys.stderr)
+
+
+class _step_bar:
+    """A progress bar over denoising steps; yields the sampler callback."""
+
+    def __init__(self, steps: int, quiet: bool):
+        self.steps, self.quiet = steps, quiet
+
+    def __enter__(self):
+        if self.quiet:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        self.bar = Progress(TextColumn("painting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            transient=True)
+        self.task = self.bar.add_task("paint", total=self.steps)
+        self.bar.start()
+        return lambda i, n, x, denoised: self.bar.update(self.task, completed=i + 1, total=n)
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.bar.stop()
+
+
 # ---------------------------------------------------------------- data
 
 def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -258,6 +326,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="samples.png")
     s.set_defaults(fn=cmd_sample)
 
+    pt = sub.add_parser("paint", help="paint pictures from a text prompt (the bundled model by default)")
+    pt.add_argument("prompt", nargs="?", help='what to paint, e.g. "a fox face, 3d style"')
+    pt.add_argument("-n", type=int, default=4, help="number of pictures (1-16)")
+    pt.add_argument("--seed", type=int, help="picture i uses seed SEED+i (default: random)")
+    pt.add_argument("--steps", type=int, help="denoising steps (1-200)")
+    pt.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    pt.add_argument("--negative", default="", help="negative prompt: what the picture should not be")
+    pt.add_argument("--sampler", help=f"{', '.join(SAMPLERS)}")
+    pt.add_argument("--size", type=int, help="picture side in pixels (a multiple of the model's stride)")
+    pt.add_argument("--init", help="image-to-image: start from this picture")
+    pt.add_argument("--strength", type=float, default=0.6, help="image-to-image: how much to change (0-1]")
+    pt.add_argument("--mask", help="inpainting: white = repaint, black = keep (needs --init)")
+    pt.add_argument("--model", help="a bundled model name or a run/checkpoint folder (default: emoji)")
+    pt.add_argument("--from", dest="source", help="repaint the picture whose parameters this PNG carries")
+    pt.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    pt.add_argument("-o", "--output", default="paintings", help="folder for numbered PNGs")
+    pt.add_argument("-q", "--quiet", action="store_true")
+    pt.set_defaults(fn=cmd_paint)
+
     d = sub.add_parser("data", help="inspect, preview or fetch a dataset")
     d.add_argument("action", choices=["info", "preview", "fetch"])
     d.add_argument("source", help="a folder or a built-in source (digits, mnist)")
@@ -273,8 +360,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .pipeline import PipelineError
+    from .text import TextEncoderError
+
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -282,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         args.fn(args, extra)
-    except (UsageError, ConfigError, DataError, CheckpointError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError) as e:
         print(f"danqing {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

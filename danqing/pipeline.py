@@ -1,0 +1,240 @@
+"""Prompt, seed and parameters -> pictures, with every parameter stored in each PNG.
+
+    pipe = danqing.load("emoji")                 # the bundled painter, or load("runs/my-run")
+    images = pipe("a fox face, 3d style", n=4, seed=7)
+    pipe.save(images[0], "fox.png")              # PNG with `parameters` (A1111 style) and `danqing` (JSON)
+    again = pipe.regenerate(read_parameters("fox.png"))   # the same pixels on the same machine
+
+Argument names follow diffusers' pipelines where they exist.  Image i of a
+call uses seed + i through a generator of its own; a regenerated image is
+recomputed inside the same batch of seeds it was first drawn in, so it comes
+out bit-identical, not merely close.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, PngImagePlugin
+from torch import Tensor
+
+from . import __version__
+from . import checkpoint as ckpt
+from .images import save_image, to_pil
+from .protocol import Cond, generators
+
+WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
+LIMITS = {"n": (1, 16), "steps": (1, 200), "guidance": (0.0, 30.0)}
+
+
+class PipelineError(ValueError):
+    """Bad input to the painter; the message says what to do."""
+
+
+@dataclass
+class Params:
+    """Everything needed to paint one picture again; stored as JSON in the PNG's ``danqing`` chunk."""
+
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    sampler: str = "dpmpp2m"
+    steps: int = 20
+    guidance: float = 1.0
+    size: int = 64
+    strength: float = 1.0
+    model: str = ""
+    weights: str = ""                                    # sha256 prefix of model.safetensors
+    precision: str = "fp32"                              # "bf16" or "fp32": part of what makes pixels identical
+    batch_seeds: list[int] = field(default_factory=list)  # the seeds drawn together with this one
+    init_image: bool = False
+    mask: bool = False
+    version: str = __version__
+
+    def a1111(self) -> str:
+        """The `parameters` text other tools (A1111, civitai, ...) read."""
+        lines = [self.prompt]
+        if self.negative_prompt:
+            lines.append(f"Negative prompt: {self.negative_prompt}")
+        lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
+                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}, "
+                     f"Version: danqing {self.version}")
+        return "\n".join(lines)
+
+
+def read_parameters(path: str | Path) -> Params:
+    """The parameters stored in a PNG written by danqing."""
+    try:
+        with Image.open(path) as img:
+            text = img.info.get("danqing")
+    except (OSError, ValueError) as e:
+        raise PipelineError(f"cannot read {path}: {e}") from None
+    if not text:
+        raise PipelineError(f"{path} carries no danqing parameters (it was not painted by danqing, or its "
+                            "metadata was stripped)")
+    data = json.loads(text)
+    known = set(Params.__dataclass_fields__)
+    return Params(**{k: v for k, v in data.items() if k in known})
+
+
+def _sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A bundled model name (e.g. "emoji") or a run/checkpoint folder -> checkpoint folder."""
+    name = str(name_or_path)
+    if "/" not in name and "\\" not in name and (WEIGHTS / name / ckpt.MODEL).is_file():
+        return WEIGHTS / name
+    if Path(name_or_path).exists():
+        return ckpt.resolve(name_or_path)
+    names = sorted(p.name for p in WEIGHTS.iterdir() if (p / ckpt.MODEL).is_file()) if WEIGHTS.is_dir() else []
+    raise PipelineError(f"no model {str(name_or_path)!r}: give a run or checkpoint folder, or a bundled model "
+                        f"({', '.join(names) or 'none installed'})")
+
+
+class Pipeline:
+    """A loaded painter: call it with a prompt to get PIL images."""
+
+    def __init__(self, model: torch.nn.Module, config: dict[str, Any], *, name: str, weights: str,
+                 device: torch.device | str = "cpu"):
+        self.model, self.config, self.name, self.weights = model, config, name, weights
+        self.device = torch.device(device)
+
+    @cached_property
+    def text_encoder(self):
+        from .text import TextEncoder
+        c = self.model.config
+        return TextEncoder(None if c.text_encoder in ("", "minilm") else c.text_encoder,
+                           max_tokens=c.text_tokens).to(self.device)
+
+    @property
+    def takes_text(self) -> bool:
+        return bool(getattr(self.model.config, "text_dim", 0))
+
+    def encode_prompt(self, prompts: list[str]) -> Cond:
+        """Text states rounded to fp16, exactly as the training cache stored them."""
+        cond = self.text_encoder.encode(prompts)
+        return Cond(text=cond.text.half().float(), text_mask=cond.text_mask, pooled=cond.pooled.half().float())
+
+    def __call__(self, prompt: str, negative_prompt: str = "", n: int = 4, *, steps: int | None = None,
+                 guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
+                 size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
+                 mask: Image.Image | None = None, bf16: str = "auto",
+                 callback: Callable[[int, int, Tensor, Tensor], None] | None = None) -> list[Image.Image]:
+        c = self.model.config
+        p = Params(prompt=prompt, negative_prompt=negative_prompt,
+                   seed=secrets.randbelow(2**31) if seed is None else int(seed),
+                   sampler=sampler or c.sampler, steps=steps or c.steps,
+                   guidance=c.guidance if guidance is None else float(guidance), size=size or c.image_size,
+                   strength=strength if init_image is not None else 1.0, model=self.name, weights=self.weights,
+                   init_image=init_image is not None, mask=mask is not None)
+        self._check(p, n)
+        p.batch_seeds = list(range(p.seed, p.seed + n))
+        from .train import use_bf16
+        p.precision = "bf16" if use_bf16(bf16, self.device) else "fp32"
+        return self._paint(p, init_image, mask, callback)
+
+    def regenerate(self, p: Params, init_image: Image.Image | None = None, mask: Image.Image | None = None,
+                   callback=None) -> Image.Image:
+        """Paint ``p`` again: the whole batch it was drawn in, returning its own image."""
+        if p.weights and p.weights != self.weights:
+            raise PipelineError(f"the picture was painted by weights {p.weights} but {self.name} has {self.weights}; "
+                                "load the same model to get the same pixels")
+        if p.init_image and init_image is None:
+            raise PipelineError("the picture was painted from an init image: pass the same image (--init)")
+        seeds = p.batch_seeds or [p.seed]
+        batch = Params(**{**asdict(p), "seed": seeds[0]})
+        self._check(batch, len(seeds))
+        return self._paint(batch, init_image, mask, callback)[seeds.index(p.seed)]
+
+    def _check(self, p: Params, n: int) -> None:
+        for key, value in (("n", n), ("steps", p.steps), ("guidance", p.guidance)):
+            lo, hi = LIMITS[key]
+            if not lo <= value <= hi:
+                raise PipelineError(f"{key} must be between {lo:g} and {hi:g}, got {value:g}")
+        if self.takes_text and not p.prompt.strip():
+            raise PipelineError("the prompt is empty: describe the picture, e.g. \"a fox face, 3d style\"")
+        if not self.takes_text and (p.prompt or p.negative_prompt):
+            raise PipelineError(f"the model {self.name} does not read prompts; use `danqing sample` for it")
+        from .sampling import SAMPLERS
+        if p.sampler not in SAMPLERS:
+            raise PipelineError(f"unknown sampler {p.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not 0 < p.strength <= 1:
+            raise PipelineError(f"strength must be in (0, 1], got {p.strength}")
+
+    def _paint(self, p: Params, init_image, mask, callback) -> list[Image.Image]:
+        n = len(p.batch_seeds)
+        cond = negative = None
+        if self.takes_text:
+            texts = self.encode_prompt([p.prompt] * n + ([p.negative_prompt] * n if p.negative_prompt else []))
+            cond = Cond(text=texts.text[:n], text_mask=texts.text_mask[:n], pooled=texts.pooled[:n])
+            if p.negative_prompt:
+                negative = Cond(text=texts.text[n:], text_mask=texts.text_mask[n:], pooled=texts.pooled[n:])
+        if mask is not None and init_image is not None and mask.size != init_image.size:
+            raise PipelineError(f"the mask is {mask.size[0]}x{mask.size[1]} but the init image is "
+                                f"{init_image.size[0]}x{init_image.size[1]}; draw the mask at the image's size")
+        init = self._image_tensor(init_image, p.size, n) if init_image is not None else None
+        mask_t = self._mask_tensor(mask, p.size, n) if mask is not None else None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16"):
+            x = self.model.sample(n, None if cond is None else cond.to(self.device),
+                                  generator=generators(p.batch_seeds, self.device), sampler=p.sampler,
+                                  steps=p.steps, guidance=p.guidance, size=p.size,
+                                  negative=None if negative is None else negative.to(self.device),
+                                  init=init, strength=p.strength, mask=mask_t, callback=callback)
+        images = to_pil(x)
+        for img, s in zip(images, p.batch_seeds):
+            img.info["params"] = Params(**{**asdict(p), "seed": s})
+        return images
+
+    def _image_tensor(self, img: Image.Image, size: int, n: int) -> Tensor:
+        from .data.transforms import fit_image, to_8bit
+        arr = torch.from_numpy(np.array(fit_image(to_8bit(img, 3), size, "crop"))).float()
+        return (arr.permute(2, 0, 1) / 127.5 - 1)[None].expand(n, -1, -1, -1).to(self.device)
+
+    def _mask_tensor(self, mask: Image.Image, size: int, n: int) -> Tensor:
+        """White = paint, black = keep; cropped and resized exactly like the init image."""
+        from .data.transforms import fit_image, to_8bit
+        m = fit_image(to_8bit(mask, 1), size, "crop", resample=Image.Resampling.NEAREST)
+        t = (torch.from_numpy(np.array(m)).float() > 127).float()
+        return t[None, None].expand(n, -1, -1, -1).to(self.device)
+
+    @staticmethod
+    def save(img: Image.Image, path: str | Path) -> Path:
+        """Write a painted image as PNG with its parameters in two text chunks."""
+        p: Params = img.info["params"]
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", p.a1111())
+        info.add_text("danqing", json.dumps(asdict(p)))
+        return save_image(img, path, pnginfo=info)
+
+
+def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu") -> Pipeline:
+    """A bundled model by name, or a run/checkpoint folder, ready to paint."""
+    folder = resolve_model(name_or_path)
+    model, cfg = ckpt.load(folder, device=device)
+    name = folder.name if folder.parent == WEIGHTS else str(name_or_path)
+    return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device)
+
+
+def next_paths(folder: str | Path, n: int) -> list[Path]:
+    """n new numbered file names in ``folder`` (0001.png, 0002.png, ...), never overwriting."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.stem) for p in folder.glob("[0-9]*.png") if p.stem.isdigit()]
+    start = max(taken, default=0) + 1
+    return [folder / f"{i:04d}.png" for i in range(start, start + n)]
+
+
+__all__ = ["Params", "Pipeline", "PipelineError", "load", "next_paths", "read_parameters", "resolve_model"]

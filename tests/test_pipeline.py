@@ -1,0 +1,102 @@
+"""The painter end to end on tiny models: prompts, PNG metadata, exact regeneration, img2img, inpainting, CLI."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from danqing.cli import main
+from danqing.pipeline import PipelineError, load, read_parameters
+
+FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
+
+
+@pytest.fixture(scope="module")
+def painter(tmp_path_factory, tiny_text_encoder):
+    """A tiny autoencoder, then a tiny text-to-image model trained inside it (a few steps each)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
+    root = tmp_path_factory.mktemp("runs")
+    assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "ae")]) == 0
+    assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(root / "ae"),
+                 "--out", str(root / "t2i")]) == 0
+    yield root / "t2i"
+    mp.undo()
+
+
+@pytest.fixture
+def pipe(painter, tiny_text_encoder, monkeypatch):
+    monkeypatch.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    return load(painter)
+
+
+def pixels(img):
+    return np.asarray(img.convert("RGB"), np.int16)
+
+
+def test_paint_metadata_and_exact_regeneration(pipe, tmp_path):
+    images = pipe("handwritten digit 3", n=3, seed=5, steps=4, bf16="off")
+    assert len(images) == 3 and images[0].size == (16, 16)
+    path = pipe.save(images[1], tmp_path / "x.png")
+    p = read_parameters(path)
+    assert (p.prompt, p.seed, p.steps, p.batch_seeds, p.precision) == ("handwritten digit 3", 6, 4, [5, 6, 7], "fp32")
+    assert p.weights == pipe.weights and p.version
+    text = Image.open(path).info["parameters"]
+    assert text.startswith("handwritten digit 3\nSteps: 4, Sampler: dpmpp2m") and "Seed: 6" in text
+    again = pipe.regenerate(p)
+    assert np.array_equal(pixels(again), pixels(Image.open(path)))       # bit-identical, not just close
+
+
+def test_negative_prompt_and_guidance_change_the_picture(pipe):
+    import torch
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():                # a few training steps leave the zero-initialised layers near zero:
+        for p in pipe.model.net.parameters():          # move them so that the text really matters
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    a = pipe("digit 3", n=1, seed=1, steps=3, guidance=3.0, bf16="off")[0]
+    b = pipe("digit 3", "digit 8", n=1, seed=1, steps=3, guidance=3.0, bf16="off")[0]
+    assert not np.array_equal(pixels(a), pixels(b))
+
+
+def test_img2img_and_inpainting_keep_what_they_should(pipe):
+    rng = np.random.default_rng(0)
+    init = Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    out = pipe("digit 1", n=2, seed=0, steps=4, init_image=init, strength=0.5, bf16="off")
+    assert out[0].size == (16, 16) and out[0].info["params"].strength == 0.5
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, :8] = 255                                                      # paint the left half only
+    painted = pipe("digit 1", n=1, seed=0, steps=4, init_image=init, mask=Image.fromarray(mask), bf16="off")[0]
+    assert np.array_equal(pixels(painted)[:, 8:], pixels(init)[:, 8:])     # the kept half is untouched
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"prompt": "  "}, "prompt is empty"),
+    ({"prompt": "a", "n": 0}, "n must be between 1 and 16"),
+    ({"prompt": "a", "steps": 500}, "steps must be between 1 and 200"),
+    ({"prompt": "a", "sampler": "plms"}, "unknown sampler"),
+])
+def test_bad_input_is_a_clear_error(pipe, kwargs, needle):
+    with pytest.raises(PipelineError, match=needle):
+        pipe(**kwargs)
+
+
+def test_cli_paint_from_and_errors(painter, tiny_text_encoder, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    out = tmp_path / "paintings"
+    base = ["paint", "--model", str(painter), "-q", "--steps", "3", "-o", str(out), "--bf16", "off"]
+    assert main([*base, "red apple", "-n", "2", "--seed", "4"]) == 0
+    written = capsys.readouterr().out.split()
+    assert [p.rsplit("/", 1)[-1] for p in written] == ["0001.png", "0002.png"]
+    assert main([*base, "--from", written[1]]) == 0
+    res = capsys.readouterr()
+    assert res.out.strip().endswith("0003.png") and "identical to the original pixels" in res.err
+    bad = tmp_path / "bad.png"
+    bad.write_text("not a picture")
+    for argv, needle in (([*base, ""], "prompt is empty"), ([*base, "x", "--init", str(bad)], "cannot read the init"),
+                         ([*base, "x", "--mask", written[0]], "give it with --init"),
+                         ([*base, "x", "-n", "40"], "n must be between")):
+        assert main(argv) == 2 and needle in capsys.readouterr().err
+    from danqing.text import TextWarning
+    with pytest.warns(TextWarning, match="too long"):                     # truncated, with a warning
+        assert main([*base, " ".join(["apple"] * 40), "-n", "1"]) == 0
