@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,test]"
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -71,7 +71,10 @@ def _decoder(c: Config) -> nn.Sequential:
             layers.append(Res(ch, c.channels * m))
             ch = c.channels * m
         if level > 0:
-            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(ch, ch, 3, padding=1)]
+            # upsample, then a conv that already narrows to the next level's width: the convolution at
+            # the larger resolution is the decoder's most expensive layer
+            layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(ch, c.channels * c.mult[level - 1], 3, padding=1)]
+            ch = c.channels * c.mult[level - 1]
     layers += [nn.GroupNorm(groups(ch), ch), nn.SiLU(), nn.Conv2d(ch, c.image_channels, 3, padding=1)]
     return nn.Sequential(*layers)
 
@@ -159,8 +162,8 @@ Model = AutoEncoder
 
 PRESETS: dict[str, Config] = {
     "tiny": Config(image_size=16, channels=16, mult=(1, 2), latent_channels=4),
-    # 64x64x3 -> 16x16x4 for the emoji painter
-    "emoji": Config(image_size=64, channels=64, mult=(1, 2, 2), num_res=1, latent_channels=4),
+    # 64x64x3 -> 16x16x4 for the emoji painter (widths 32/64/128: light enough to train on a CPU)
+    "emoji": Config(image_size=64, channels=32, mult=(1, 2, 4), num_res=1, latent_channels=4),
 }
 
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 4e-4, "betas": (0.5, 0.9), "ema_decay": 0.999, "batch_size": 32}
