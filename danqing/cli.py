@@ -244,7 +244,8 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     if args.action == "fetch":
-        path = fetch(args.source)
+        kw = {"force": args.force} | ({"sources": args.only.split(",")} if args.only else {})
+        path = fetch(args.source, **kw)
         if path is not None:
             print(f"{args.source} is ready in {path}; train with --data {args.source}")
         return
@@ -352,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--channels", type=int, choices=[1, 3], default=3)
     d.add_argument("-n", type=int, default=64, help="preview: number of images")
     d.add_argument("-o", "--output", default="preview.png")
+    d.add_argument("--force", action="store_true", help="fetch: download and rebuild even if the data is there")
+    d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d")
     d.set_defaults(fn=cmd_data)
 
     m = sub.add_parser("models", help="list model families and presets")

@@ -1,7 +1,7 @@
 """Training images: folders and built-in sets, preprocessed once into a memory-mapped cache.
 
-``load_dataset(cfg.data)`` returns an ``ImageDataset``; ``fetch("mnist")``
-downloads the one built-in that does not ship with a Python package.
+``load_dataset(cfg.data)`` returns an ``ImageDataset``; ``fetch("mnist")`` and
+``fetch("emoji")`` download the built-ins that do not ship with a Python package.
 """
 from .fetch import fetch
 from .sources import (

@@ -153,6 +153,29 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 
+@dataclass(frozen=True)
+class FetchedFolder:
+    """A built-in name for a folder that ``danqing data fetch`` writes; it loads exactly as that folder."""
+    description: str
+    fetch_name: str         # what to pass to `danqing data fetch`
+    path: str               # relative to cache_root()
+
+    def folder(self, root: Path) -> Path:
+        folder = root / self.path
+        if not folder.is_dir():
+            raise DataError(f"the {self.fetch_name} data set has not been downloaded yet (looked for {folder}); "
+                            f"run `danqing data fetch {self.fetch_name}` once, then try again")
+        return folder
+
+
+FETCHED_FOLDERS: dict[str, FetchedFolder] = {
+    "emoji": FetchedFolder("emoji in 5 styles (twemoji, noto, outline, flat, 3d) with captions, training split",
+                           "emoji", "sources/emoji/train"),
+    "emoji-heldout": FetchedFolder("emoji in 5 styles: held-out subjects and (subject, style) pairs",
+                                   "emoji", "sources/emoji/heldout"),
+}
+
+
 # ---------------------------------------------------------------- entry point
 
 def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progress: bool = True) -> ImageDataset:
@@ -169,9 +192,11 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         source = f"{cfg.source} ({builtin.description})"
         ds = _open_cache(root, fp, source) or _build_builtin(builtin, cfg, root, fp, source, progress)
     else:
-        folder = Path(cfg.source).expanduser()
+        fetched = FETCHED_FOLDERS.get(cfg.source)
+        folder = fetched.folder(root) if fetched else Path(cfg.source).expanduser()
         if not folder.exists():
-            raise DataError(f"data source {cfg.source!r} is neither a built-in ({', '.join(BUILTINS)}) "
+            raise DataError(f"data source {cfg.source!r} is neither a built-in "
+                            f"({', '.join([*BUILTINS, *FETCHED_FOLDERS])}) "
                             "nor an existing folder; give a built-in name or the path of a folder of images")
         if not folder.is_dir():
             raise DataError(f"data source {cfg.source!r} is a file; give the folder that contains the images")
@@ -179,7 +204,7 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         if not scan.images:
             raise DataError(_nothing_usable(scan, {}))
         fp = _fingerprint(["folder", settings, [[rel, *_stat(folder / rel)] for rel in scan.fingerprinted()]])
-        source = f"folder {folder.resolve()}"
+        source = f"{cfg.source} ({fetched.description})" if fetched else f"folder {folder.resolve()}"
         ds = _open_cache(root, fp, source) or _build_folder(scan, cfg, root, fp, source, progress)
     if ds.skipped:
         total = sum(ds.skipped.values())
