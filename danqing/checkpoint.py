@@ -177,3 +177,12 @@ def load_training_state(path: str | Path) -> Any:
     if not (ckpt / STATE_T).is_file():
         raise CheckpointError(f"{ckpt} has no training state (it is a weights-only export); it cannot be resumed")
     return unflatten_state(json.loads((ckpt / STATE_J).read_text()), load_file(str(ckpt / STATE_T)))
+
+
+def export(path: str | Path, dest: str | Path, *, dtype: torch.dtype | None = torch.float16) -> Path:
+    """A weights-only copy of a checkpoint for shipping: EMA weights folded into ``model.safetensors``
+    (in ``dtype``, fp16 by default), ``config.json`` kept, no training state."""
+    model, cfg = load(path)
+    extra = {k: v for k, v in cfg.items() if k not in ("family", "model", "danqing_version")}
+    extra["exported_from"] = {"step": cfg.get("step"), "checkpoint": Path(resolve(path)).name}
+    return write_checkpoint(dest, family=cfg["family"], model=model, extra_config=extra, dtype=dtype)

@@ -236,6 +236,20 @@ class _step_bar:
             self.bar.stop()
 
 
+# ---------------------------------------------------------------- export
+
+def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import torch
+
+    from .checkpoint import export
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    out = export(args.checkpoint, args.output, dtype=None if args.fp32 else torch.float16)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"wrote {out} ({size:.1f} MB, {'fp32' if args.fp32 else 'fp16'} EMA weights, no training state)")
+
+
 # ---------------------------------------------------------------- data
 
 def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -345,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("-o", "--output", default="paintings", help="folder for numbered PNGs")
     pt.add_argument("-q", "--quiet", action="store_true")
     pt.set_defaults(fn=cmd_paint)
+
+    e = sub.add_parser("export", help="write a weights-only copy of a checkpoint (EMA, fp16) for shipping")
+    e.add_argument("checkpoint", help="a run folder or a checkpoint folder")
+    e.add_argument("-o", "--output", required=True, help="the folder to write")
+    e.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    e.set_defaults(fn=cmd_export)
 
     d = sub.add_parser("data", help="inspect, preview or fetch a dataset")
     d.add_argument("action", choices=["info", "preview", "fetch"])

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from danqing import checkpoint as ckpt
@@ -145,3 +146,18 @@ def test_console_script_and_sigkill_leave_a_loadable_checkpoint(tmp_path):
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert ckpt.resolve(out).name == f"step-{step + 2:07d}"
+
+
+def test_export_is_weights_only_fp16_and_loads(trained, tmp_path, capsys):
+    from safetensors.torch import load_file
+    code, out, _ = run(capsys, "export", str(trained / "dcgan"), "-o", str(tmp_path / "shipped"))
+    assert code == 0 and "fp16" in out
+    files = {p.name for p in (tmp_path / "shipped").iterdir()}
+    assert files == {"config.json", "model.safetensors"}
+    weights = load_file(str(tmp_path / "shipped" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    model, cfg = ckpt.load(tmp_path / "shipped")
+    ema, _ = ckpt.load(trained / "dcgan")
+    for k, v in ema.state_dict().items():          # the EMA weights, rounded to fp16
+        if v.is_floating_point():
+            assert (model.state_dict()[k] - v.half().float()).abs().max() == 0, k
