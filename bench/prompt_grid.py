@@ -1,0 +1,62 @@
+"""A labelled sheet of prompts for a text-to-image model (for model cards and for looking).
+
+    python bench/prompt_grid.py --model emoji -o docs/emoji-grid.png
+    python bench/prompt_grid.py --model runs/t2i-emoji --compare-guidance -o guidance.png
+
+By default 32 prompts: 16 subjects from many categories, each in two of the
+five styles (all five styles appear equally often).  --compare-guidance puts
+guidance 1 (no guidance) next to the model's default for every prompt.
+"""
+from __future__ import annotations
+
+import argparse
+
+from PIL import Image, ImageDraw, ImageFont
+
+import danqing
+
+SUBJECTS = ["fox", "red apple", "rocket", "sunflower", "pizza", "cat face", "grinning face", "red heart",
+            "snowman", "guitar", "house", "sun", "frog", "teacup without handle", "airplane", "birthday cake"]
+STYLES = ["twemoji style", "noto style", "outline style", "flat style", "3d style"]
+
+
+def prompts() -> list[str]:
+    return [f"{s}, {STYLES[(2 * i + j) % 5]}" for i, s in enumerate(SUBJECTS) for j in range(2)]
+
+
+def sheet(images: list[Image.Image], labels: list[str], cols: int, scale: int = 2) -> Image.Image:
+    """Images in a grid, each with its label underneath."""
+    w, h = images[0].size[0] * scale, images[0].size[1] * scale
+    font = ImageFont.load_default()
+    cell_h = h + 28
+    rows = (len(images) + cols - 1) // cols
+    out = Image.new("RGB", (cols * (w + 8) + 8, rows * cell_h + 8), "white")
+    draw = ImageDraw.Draw(out)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        x, y = 8 + (i % cols) * (w + 8), 8 + (i // cols) * cell_h
+        out.paste(img.convert("RGB").resize((w, h), Image.Resampling.NEAREST), (x, y))
+        for k, line in enumerate([label[:22], label[22:44]]):
+            draw.text((x, y + h + 2 + 11 * k), line, fill="black", font=font)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="emoji")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compare-guidance", action="store_true")
+    ap.add_argument("-o", "--output", default="prompt-grid.png")
+    a = ap.parse_args()
+    pipe = danqing.load(a.model)
+    images, labels = [], []
+    for i, p in enumerate(prompts()):
+        scales = [1.0, pipe.model.config.guidance] if a.compare_guidance else [None]
+        for g in scales:
+            images += pipe(p, n=1, seed=a.seed + i, guidance=g)
+            labels.append(p if g is None else f"{p} (g={g:g})")
+    sheet(images, labels, cols=8).save(a.output)
+    print(f"wrote {a.output} ({len(images)} pictures)")
+
+
+if __name__ == "__main__":
+    main()
