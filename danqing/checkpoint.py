@@ -98,7 +98,9 @@ def write_checkpoint(path: str | Path, *, family: str, model: nn.Module, extra_c
             tree, tensors = flatten_state(training_state)
             save_file(tensors, str(tmp / STATE_T))
             (tmp / STATE_J).write_text(json.dumps(tree))
+        os.chmod(tmp, 0o755)                         # mkdtemp makes it private; a checkpoint is ordinary data
         for f in tmp.iterdir():                      # data on disk before the rename makes it visible
+            os.chmod(f, 0o644)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         if path.exists():
