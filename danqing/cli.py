@@ -81,6 +81,8 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
         model_cfg, init_from = _with_autoencoder(model_cfg, args.autoencoder, args.family)
     elif args.autoencoder:
         raise UsageError(f"--autoencoder applies to latent models; {args.family}:{args.preset} works in pixels")
+    if args.init:                                       # fine-tune, or continue from exported weights
+        init_from = {**init_from, "": args.init}
 
     out = Path(args.out or f"runs/{args.family}-{args.preset}-{Path(args.data).name}")
     last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset, init_from), out, resume=args.resume,
@@ -323,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--flip", action="store_true", help="random horizontal flips")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     t.add_argument("--autoencoder", help="latent models: the trained autoencoder (run or checkpoint folder)")
+    t.add_argument("--init", help="start from the weights of this checkpoint (same model settings), "
+                                  "with a fresh optimiser: fine-tuning, or continuing an exported model")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(fn=cmd_train)
 

@@ -228,7 +228,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     tc = run.train
     model = FAMILIES[run.family].Model(run.model).to(dev)
     phases: list[Phase] = model.phases()
-    for sub, path in run.init_from.items():              # e.g. a pretrained, frozen autoencoder
+    for sub, path in sorted(run.init_from.items()):      # "" (the whole model) first, then e.g. its autoencoder
         init_submodule(model, sub, path)
     optims = {m: torch.optim.AdamW(trainable(model, m), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
               for m in {p.module for p in phases}}
@@ -334,9 +334,9 @@ def trainable(model: nn.Module, module: str = "") -> list[nn.Parameter]:
 
 
 def init_submodule(model: nn.Module, sub: str, path: str) -> None:
-    """Load sub-module ``sub`` of ``model`` from the checkpoint at ``path`` (EMA weights when present)."""
+    """Load sub-module ``sub`` ("" = the whole model) from the checkpoint at ``path`` (EMA weights when present)."""
     source, _ = ckpt.load(path)
-    target = model.get_submodule(sub)
+    target = model.get_submodule(sub) if sub else model
     try:
         target.load_state_dict(source.state_dict())
     except RuntimeError as e:

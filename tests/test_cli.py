@@ -161,3 +161,18 @@ def test_export_is_weights_only_fp16_and_loads(trained, tmp_path, capsys):
     for k, v in ema.state_dict().items():          # the EMA weights, rounded to fp16
         if v.is_floating_point():
             assert (model.state_dict()[k] - v.half().float()).abs().max() == 0, k
+
+
+def test_init_continues_from_exported_weights(trained, tmp_path, capsys):
+    """--init starts a new run from a checkpoint's weights (here an fp16 export), with a fresh optimiser."""
+    assert run(capsys, "export", str(trained / "dcgan"), "-o", str(tmp_path / "w"))[0] == 0
+    code, _, err = run(capsys, "train", "dcgan", "--data", "digits", *TINY, "--out", str(tmp_path / "cont"),
+                       "--init", str(tmp_path / "w"), "--steps", "1", "--train.lr=1e-12", "--train.warmup=0")
+    assert code == 0, err
+    start, _ = ckpt.load(tmp_path / "w", ema=False)
+    after, _ = ckpt.load(tmp_path / "cont", ema=False)
+    g0, g1 = start.state_dict()["g.project.0.weight"], after.state_dict()["g.project.0.weight"]
+    assert (g0 - g1).abs().max() < 1e-6                 # one step at lr 1e-12: still the exported weights
+    code, _, err = run(capsys, "train", "diffusion", "--data", "digits", *TINY, "--out", str(tmp_path / "bad"),
+                       "--init", str(tmp_path / "w"))
+    assert code == 2 and "does not fit" in err
