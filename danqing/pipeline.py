@@ -99,9 +99,20 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return WEIGHTS / name
     if Path(name_or_path).exists():
         return ckpt.resolve(name_or_path)
-    names = sorted(p.name for p in WEIGHTS.iterdir() if (p / ckpt.MODEL).is_file()) if WEIGHTS.is_dir() else []
-    raise PipelineError(f"no model {str(name_or_path)!r}: give a run or checkpoint folder, or a bundled model "
+    names = bundled_painters()
+    if name == "emoji" and "emoji" not in names:
+        raise PipelineError("the bundled painter `emoji` is not part of this installation yet; train one "
+                            "(docs/t2i.md) and pass it with --model RUN_FOLDER")
+    raise PipelineError(f"no model {name!r}: give a run or checkpoint folder, or a bundled painter "
                         f"({', '.join(names) or 'none installed'})")
+
+
+def bundled_painters() -> list[str]:
+    """Names of the bundled models that paint from text."""
+    if not WEIGHTS.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS.iterdir() if (p / ckpt.MODEL).is_file()
+                  and json.loads((p / ckpt.CONFIG).read_text()).get("model", {}).get("text_dim"))
 
 
 class Pipeline:
@@ -224,7 +235,8 @@ def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cp
     """A bundled model by name, or a run/checkpoint folder, ready to paint."""
     folder = resolve_model(name_or_path)
     model, cfg = ckpt.load(folder, device=device)
-    name = folder.name if folder.parent == WEIGHTS else str(name_or_path)
+    # a run's folder name, not its path: PNG metadata travels, and paths can say more than the user wants
+    name = folder.name if folder.parent == WEIGHTS else Path(name_or_path).resolve().name
     return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device)
 
 
