@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from tiny_models import build_tiny_bert
 
 from danqing.text import (
     EmbeddingCache,
@@ -18,29 +19,9 @@ from danqing.text import encoder as enc_mod
 
 transformers = pytest.importorskip("transformers")
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-LETTERS = "abcdefghijklmnopqrstuvwxyz"
-# Whole letters, their word-continuation pieces and a few words: any lowercase word tokenizes.
-VOCAB = SPECIALS + list(LETTERS + "0123456789,.!") + ["##" + c for c in LETTERS] + \
-    ["fox", "face", "red", "apple", "cat", "style", "3d"]
-
-
-def _build_tiny(folder, seed=0):
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
-                                                              "do_lower_case": True}))
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    transformers.utils.logging.disable_progress_bar()
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return _build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +176,7 @@ def test_fingerprint_tracks_weights_and_max_tokens(tiny, tmp_path, encoder):
     same = TextEncoder(shutil.copytree(tiny, tmp_path / "same"))
     assert same.fingerprint == encoder.fingerprint
     assert TextEncoder(tiny, max_tokens=16).fingerprint != encoder.fingerprint
-    other = TextEncoder(_build_tiny(tmp_path / "other", seed=1))
+    other = TextEncoder(build_tiny_bert(tmp_path / "other", seed=1))
     assert other.fingerprint != encoder.fingerprint
 
 

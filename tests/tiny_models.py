@@ -1,0 +1,23 @@
+"""Tiny stand-ins for pretrained models, built locally so tests never need a download."""
+import json
+
+import torch
+
+# A tiny random BERT stands in for MiniLM in tests: whole letters and word pieces, so any lowercase text tokenizes.
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789,.!") + \
+    ["##" + c for c in "abcdefghijklmnopqrstuvwxyz"] + ["fox", "face", "red", "apple", "cat", "style", "3d"]
+
+
+def build_tiny_bert(folder, seed=0, hidden=32):
+    """Save a random 2-layer BERT (hidden size ``hidden``) with a BERT tokenizer into ``folder``."""
+    import transformers
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                              "do_lower_case": True}))
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=len(TINY_VOCAB), hidden_size=hidden, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
