@@ -27,9 +27,10 @@ from danqing import checkpoint
 from danqing.config import DataConfig, TrainConfig
 from danqing.data import load_dataset
 from danqing.families import FAMILIES
+from danqing.hardware import cpu_has_bf16
 from danqing.images import save_grid
 from danqing.protocol import Cond, generators
-from danqing.train import Run, cpu_has_bf16, train
+from danqing.train import Run, train
 
 
 class DigitNet(nn.Module):

@@ -121,9 +121,9 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     import torch
 
     from .checkpoint import load
+    from .hardware import use_bf16
     from .images import save_grid
     from .protocol import Cond, generators
-    from .train import use_bf16
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
@@ -226,7 +226,13 @@ class _step_bar:
     def __enter__(self):
         if self.quiet:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
         self.bar = Progress(TextColumn("painting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             transient=True)
         self.task = self.bar.add_task("paint", total=self.steps)

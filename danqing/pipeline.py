@@ -153,7 +153,7 @@ class Pipeline:
                    init_image=init_image is not None, mask=mask is not None)
         self._check(p, n)
         p.batch_seeds = list(range(p.seed, p.seed + n))
-        from .train import use_bf16
+        from .hardware import use_bf16
         p.precision = "bf16" if use_bf16(bf16, self.device) else "fp32"
         return self._paint(p, init_image, mask, callback)
 

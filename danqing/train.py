@@ -22,42 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .progress import Log, progress_bar
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
+from .hardware import pick_device, use_bf16
+from .progress import Log, progress_bar
 from .protocol import Batch, Cond, Phase, generators
-
-# ---------------------------------------------------------------- hardware
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU runs bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in (" avx512_bf16", " amx_bf16"))
-
-
-def use_bf16(mode: str, device: torch.device) -> bool:
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_bf16()
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: this torch sees no CUDA GPU; use --device cpu (or auto)")
-    return dev
-
 
 # ---------------------------------------------------------------- schedules and data order
 
@@ -97,8 +65,7 @@ def ema_keys(model: nn.Module) -> list[str]:
     """State-dict keys averaged by the EMA: float weights and buffers of the family's ``ema_module``
     (e.g. the GAN generator) or of the whole model, except frozen parameters (they never change)."""
     prefix = getattr(model, "ema_module", "")
-    live = {id(p) for p in trainable(model)}
-    frozen = {k for k, p in model.named_parameters() if id(p) not in live}
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
     return [k for k, v in model.state_dict().items()
             if v.is_floating_point() and k not in frozen and (not prefix or k.startswith(prefix + "."))]
 
@@ -230,8 +197,13 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     phases: list[Phase] = model.phases()
     for sub, path in sorted(run.init_from.items()):      # "" (the whole model) first, then e.g. its autoencoder
         init_submodule(model, sub, path)
-    optims = {m: torch.optim.AdamW(trainable(model, m), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-              for m in {p.module for p in phases}}
+    # A family freezes a part of itself (e.g. its autoencoder) with requires_grad=False when it is built;
+    # the trainable parameters are taken now, once, and the frozen ones are never touched.
+    live = [p for p in model.parameters() if p.requires_grad]
+    owned = {m: [p for p in (model.get_submodule(m) if m else model).parameters() if p.requires_grad]
+             for m in {ph.module for ph in phases}}
+    optims = {m: torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+              for m, params in owned.items()}
     ema = {k: model.state_dict()[k].detach().float().clone() for k in ema_keys(model)}
     step, last = 0, out
     if resume:
@@ -297,7 +269,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             logs = {"lr": lr}
             for ph in phases:
                 if step % ph.every == 0:
-                    logs.update(_run_phase(model, ph, optims[ph.module], batch, lr, tc.grad_clip, bf16, dev))
+                    logs.update(_run_phase(model, ph, optims[ph.module], owned[ph.module], live, batch, lr,
+                                           tc.grad_clip, bf16, dev))
             ema_update(ema, model, step, tc.ema_decay)
             step += 1
             if not all(math.isfinite(v) for v in logs.values()):
@@ -324,15 +297,6 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     return last
 
 
-def trainable(model: nn.Module, module: str = "") -> list[nn.Parameter]:
-    """Parameters of ``module`` that train: a family freezes a part (e.g. an autoencoder) by
-    setting requires_grad=False on it when it is built, and the trainer keeps it that way."""
-    frozen = getattr(model, "_frozen_ids", None)
-    if frozen is None:
-        frozen = model._frozen_ids = {id(p) for p in model.parameters() if not p.requires_grad}
-    return [p for p in (model.get_submodule(module) if module else model).parameters() if id(p) not in frozen]
-
-
 def init_submodule(model: nn.Module, sub: str, path: str) -> None:
     """Load sub-module ``sub`` ("" = the whole model) from the checkpoint at ``path`` (EMA weights when present)."""
     source, _ = ckpt.load(path)
@@ -343,12 +307,12 @@ def init_submodule(model: nn.Module, sub: str, path: str) -> None:
         raise ConfigError(f"{path} does not fit {sub}: {str(e).splitlines()[0]}") from None
 
 
-def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: Batch, lr: float,
-               clip: float, bf16: bool, dev: torch.device) -> dict[str, float]:
-    params = trainable(model, ph.module)
-    owned = {id(p) for p in params}
-    for p in model.parameters():                       # only this phase's module collects gradients
-        p.requires_grad_(id(p) in owned)
+def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, params: list[nn.Parameter],
+               live: list[nn.Parameter], batch: Batch, lr: float, clip: float, bf16: bool,
+               dev: torch.device) -> dict[str, float]:
+    mine = {id(p) for p in params}
+    for p in live:                                     # only this phase's module collects gradients
+        p.requires_grad_(id(p) in mine)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
@@ -359,7 +323,7 @@ def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, batch: B
     if clip:
         logs[f"{ph.name}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
     opt.step()
-    for p in trainable(model):
+    for p in live:
         p.requires_grad_(True)
     return logs
 

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from ..nn.unet import UNet
 from ..protocol import Batch, Cond, Generators, Phase, randn
-from . import autoencoder
 from ..sampling import SAMPLERS, cfg, karras_sigmas
+from . import autoencoder
 
 
 @dataclass(frozen=True)
