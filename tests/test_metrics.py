@@ -1,0 +1,154 @@
+"""FID, KID and the Inception preprocessing against closed forms and independent re-derivations."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from danqing.metrics import (
+    MetricsError,
+    SmallSampleWarning,
+    fid,
+    fid_from_stats,
+    kid,
+    load_stats,
+    resize_tf_bilinear,
+    save_stats,
+    stats,
+    to_uint8,
+)
+
+
+def _spd(rng: np.random.Generator, d: int) -> np.ndarray:
+    a = rng.normal(size=(d, d))
+    return a @ a.T / d + 0.1 * np.eye(d)
+
+
+def test_fid_of_diagonal_gaussians_equals_closed_form():
+    # Diagonal covariances commute: Tr (Σ1 Σ2)^½ = Σ_i sqrt(a_i b_i), so
+    # FID = |μ1 - μ2|² + Σ_i (sqrt(a_i) - sqrt(b_i))².
+    rng = np.random.default_rng(0)
+    mu1, mu2 = rng.normal(size=16), rng.normal(size=16)
+    a, b = rng.uniform(0.1, 3, 16), rng.uniform(0.1, 3, 16)
+    expected = ((mu1 - mu2) ** 2).sum() + ((np.sqrt(a) - np.sqrt(b)) ** 2).sum()
+    assert fid_from_stats(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-10)
+    assert fid_from_stats(mu1, np.diag(a), mu1, np.diag(a)) == pytest.approx(0, abs=1e-9)
+
+
+def test_fid_matches_the_pytorch_fid_formula():
+    # pytorch-fid's calculate_frechet_distance, re-derived from Heusel et al. 2017 (the package itself needs
+    # torchvision, which is not installed here): covmean = scipy.linalg.sqrtm(Σ1 Σ2), real part;
+    # FID = |μ1-μ2|² + Tr Σ1 + Tr Σ2 - 2 Tr covmean.
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    rng = np.random.default_rng(1)
+    f1 = rng.normal(size=(500, 64)) @ rng.normal(size=(64, 64)) * 0.3
+    f2 = rng.normal(size=(400, 64)) @ rng.normal(size=(64, 64)) * 0.3 + 0.2
+    mu1, s1 = f1.mean(0), np.cov(f1, rowvar=False)
+    mu2, s2 = f2.mean(0), np.cov(f2, rowvar=False)
+    covmean = scipy_linalg.sqrtm(s1 @ s2).real
+    reference = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    with pytest.warns(SmallSampleWarning, match="KID"):
+        assert fid(f1, f2) == pytest.approx(reference, rel=1e-4)
+
+
+def test_fid_is_symmetric_and_stable_for_singular_covariances():
+    rng = np.random.default_rng(2)
+    s1, s2 = _spd(rng, 8), _spd(rng, 8)
+    mu = np.zeros(8)
+    assert fid_from_stats(mu, s1, mu, s2) == pytest.approx(fid_from_stats(mu, s2, mu, s1), rel=1e-9)
+    low_rank = rng.normal(size=(8, 2)) @ rng.normal(size=(2, 8))
+    low_rank = low_rank @ low_rank.T                              # rank 2: sqrtm of products is ill-conditioned
+    assert np.isfinite(fid_from_stats(mu, low_rank, mu, s1))
+    assert fid_from_stats(mu, low_rank, mu, low_rank) == pytest.approx(0, abs=1e-6 * np.trace(low_rank))
+
+
+def _kid_by_definition(x: np.ndarray, y: np.ndarray) -> float:
+    """Bińkowski et al. 2018, eq. for the unbiased MMD² estimate, written as explicit sums over pairs."""
+    m, d = x.shape
+
+    def k(a, b):
+        return (a @ b / d + 1) ** 3
+
+    xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+    return xx + yy - 2 * xy
+
+
+def test_kid_equals_the_unbiased_estimator():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 5)) + 0.5
+    # one subset holding every row: a permutation, to which the estimate is invariant
+    with pytest.warns(SmallSampleWarning):
+        mean, std = kid(x, y, subsets=1, subset_size=30)
+    assert mean == pytest.approx(_kid_by_definition(x, y), rel=1e-10)
+    assert std == 0
+
+
+def test_kid_separates_same_from_different_distributions():
+    rng = np.random.default_rng(4)
+    a, b, c = rng.normal(size=(600, 32)), rng.normal(size=(600, 32)), rng.normal(size=(600, 32)) * 1.3 + 0.3
+    same, same_std = kid(a, b, subsets=20, subset_size=300)
+    diff, _ = kid(a, c, subsets=20, subset_size=300)
+    assert abs(same) < 3 * same_std + 1e-3
+    assert diff > 20 * max(abs(same), same_std)
+
+
+def test_stats_round_trip(tmp_path):
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(50, 6))
+    path = save_stats(tmp_path / "ref.npz", f, extractor="test", resize="none")
+    mu, sigma, n = load_stats(path)
+    np.testing.assert_allclose(mu, f.mean(0))
+    np.testing.assert_allclose(sigma, np.cov(f, rowvar=False))
+    assert n == 50
+    with pytest.raises(ValueError, match="N >= 2"):
+        stats(f[:1])
+
+
+def test_tf1_bilinear_resize_by_hand():
+    # TF1 resize_bilinear(align_corners=False): output i reads input position i * in / out, clamped at the edge.
+    x = torch.tensor([[0.0, 10.0]]).expand(2, 2)[None, None]          # rows identical: (1, 1, 2, 2)
+    y = resize_tf_bilinear(x, 4)
+    np.testing.assert_allclose(y[0, 0, 0].numpy(), [0, 5, 10, 10])
+    np.testing.assert_allclose(y[0, 0, :, 1].numpy(), [5, 5, 5, 5])
+    z = torch.rand(2, 3, 7, 7)
+    torch.testing.assert_close(resize_tf_bilinear(z, 7), z)
+
+
+def test_tf1_bilinear_resize_matches_an_affine_grid_formulation():
+    # An independent route to the same resampling: grid_sample with align_corners=False maps normalised u to
+    # pixel ((u + 1) W - 1) / 2; shifting the output grid by 1/W - 1/W' turns that into i * W / W'.
+    x = torch.rand(2, 3, 64, 48) * 255
+    out = 299
+    theta = torch.tensor([[[1.0, 0, 1 / 48 - 1 / out], [0, 1.0, 1 / 64 - 1 / out]]], dtype=torch.float64)
+    grid = F.affine_grid(theta.expand(2, -1, -1), [2, 3, out, out], align_corners=False)
+    ref = F.grid_sample(x.double(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    torch.testing.assert_close(resize_tf_bilinear(x.double(), out), ref, rtol=0, atol=1e-6)
+
+
+def test_to_uint8_rounds_like_a_png():
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.5, 1.0, 2.0]).view(1, 1, 1, 6)
+    assert to_uint8(x).flatten().tolist() == [0, 0, 128, 191, 255, 255]
+
+
+def test_inception_features():
+    from danqing.metrics import Inception
+    try:
+        net = Inception()
+    except MetricsError as e:
+        pytest.skip(str(e))
+    imgs = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    f = net(imgs)
+    assert f.shape == (2, 2048) and f.dtype == torch.float64
+    assert (f >= 0).all()                                               # pool3 follows a ReLU
+    assert not torch.allclose(f[0], f[1])
+    with pytest.raises(MetricsError, match="uint8"):
+        net(imgs.float())
+
+
+def test_missing_inception_file_is_a_clear_error(tmp_path):
+    from danqing.metrics import find_inception
+    with pytest.raises(MetricsError, match="no Inception weights"):
+        find_inception(tmp_path / "missing.pt")
