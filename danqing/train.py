@@ -163,7 +163,7 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
     if resume and not has_ckpt:
         raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint")
     if resume:
-        _check_same_run(json.loads((out / "config.json").read_text()), run.to_json())
+        _check_same_run(json.loads((out / "config.json").read_text()), run)
 
     ds = load_dataset(run.data, progress=progress)
     num_classes = getattr(run.model, "num_classes", 0)
@@ -328,14 +328,21 @@ def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, params: 
     return logs
 
 
-def _check_same_run(old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Resuming must not silently change the model, data or seed."""
+def _check_same_run(old: dict[str, Any], run: Run) -> None:
+    """Resuming must not silently change the model, data or seed.
+
+    A setting the run's config.json lacks was added to danqing after the run
+    started; the run had its default then, so the default is what it compares to.
+    """
+    new = run.to_json()
     if old.get("family") != new["family"]:
         raise ConfigError(f"--resume: the run in --out trains {old.get('family')}, not {new['family']}")
     mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads"}
-    changed = [f"{part}.{k} ({old.get(part, {}).get(k)!r} -> {v!r})" for part in ("model", "data", "train")
-               for k, v in new[part].items()
-               if old.get(part, {}).get(k) != v and not (part == "train" and k in mutable)]
+    defaults = {part: {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(getattr(run, part))
+                       if f.default is not dataclasses.MISSING} for part in ("model", "data", "train")}
+    was = {part: {**defaults[part], **old.get(part, {})} for part in defaults}
+    changed = [f"{part}.{k} ({was[part].get(k)!r} -> {v!r})" for part in defaults for k, v in new[part].items()
+               if was[part].get(k) != v and not (part == "train" and k in mutable)]
     if changed:
         raise ConfigError(f"--resume: {', '.join(changed)} differ from the run being resumed; resume with the "
                           f"same settings (only train {', '.join(sorted(mutable))} may change) or use a new --out")

@@ -1,7 +1,9 @@
 """CLI smoke tests on tiny models and data: every verb works, every bad argument is one clear line + exit 2."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,3 +178,17 @@ def test_init_continues_from_exported_weights(trained, tmp_path, capsys):
     code, _, err = run(capsys, "train", "diffusion", "--data", "digits", *TINY, "--out", str(tmp_path / "bad"),
                        "--init", str(tmp_path / "w"))
     assert code == 2 and "does not fit" in err
+
+
+def test_resume_accepts_a_run_from_before_a_setting_existed(trained, capsys):
+    """A config.json without a field added later resumes when the field keeps its default, and not otherwise."""
+    out = trained / "older"
+    shutil.copytree(trained / "diffusion", out)
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["model"]["backbone"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    args = ["train", "diffusion", "--data", "digits", *TINY, "--out", str(out), "--resume"]
+    code, _, err = run(capsys, *args, "--model.backbone=diffusers")
+    assert code == 2 and "model.backbone ('unet' -> 'diffusers')" in err
+    code, _, err = run(capsys, *args, "--steps", "6")
+    assert code == 0, err

@@ -152,3 +152,72 @@ def test_missing_inception_file_is_a_clear_error(tmp_path):
     from danqing.metrics import find_inception
     with pytest.raises(MetricsError, match="no Inception weights"):
         find_inception(tmp_path / "missing.pt")
+
+
+# ---------------------------------------------------------------- k-NN manifolds, classifier score, intervals
+
+def test_precision_recall_on_constructed_cases():
+    from danqing.metrics import density_coverage, precision_recall
+    rng = np.random.default_rng(6)
+    real = rng.normal(size=(200, 8))
+    assert precision_recall(real, real.copy()) == (1.0, 1.0)             # identical sets
+    far = real + 1000
+    assert precision_recall(real, far) == (0.0, 0.0)                     # disjoint sets
+    assert density_coverage(real, far) == (0.0, 0.0)
+    assert density_coverage(real, real.copy())[1] == 1.0
+    # half the samples on the data, half far away: precision 1/2; they cover the real points they sit on
+    half = np.concatenate([real[:100], far[100:]])
+    p, r = precision_recall(real, half)
+    assert p == 0.5 and 0.4 <= r <= 1.0
+
+
+def test_precision_recall_by_hand_in_one_dimension():
+    # real points 0, 1, 2, 3 with k=1: every ball has radius 1, so the real manifold is [-1, 4].
+    # fake points 0.5, 3.9, 10: precision 2/3.  Fake radii (k=1): 3.4, 3.4, 6.1 -> balls cover all of 0..3.
+    from danqing.metrics import density_coverage, precision_recall
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fake = np.array([[0.5], [3.9], [10.0]])
+    p, r = precision_recall(real, fake, k=1)
+    assert p == pytest.approx(2 / 3) and r == 1.0
+    # density: 0.5 lies in the balls of 0 and 1, 3.9 in the ball of 3, 10 in none -> 3 / (k * 3) = 1
+    # coverage: real 0, 1 and 3 have a sample in their ball, 2 does not -> 3/4
+    assert density_coverage(real, fake, k=1) == (pytest.approx(1.0), pytest.approx(0.75))
+
+
+def test_classifier_score_bounds():
+    # one-hot predictions spread evenly over K classes give exactly K; identical predictions give 1
+    from danqing.metrics import classifier_score
+    eye = np.eye(10)[np.arange(100) % 10]
+    assert classifier_score(eye, splits=10)[0] == pytest.approx(10, rel=1e-6)
+    assert classifier_score(np.tile(np.full(10, 0.1), (100, 1)))[0] == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_brackets_the_estimate():
+    from danqing.metrics import bootstrap
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 0.5
+
+    def fid_of(x, y):
+        return fid_from_stats(*stats(x), *stats(y))
+
+    lo, hi = bootstrap(fid_of, a, b, rounds=30)
+    est = fid_of(a, b)
+    assert lo < hi and lo <= est * 1.2 and hi >= est * 0.8
+
+
+def test_diversity_duplicates_and_memorisation():
+    from danqing.metrics import class_coverage, diversity_ratio, memorisation, near_duplicate_rate
+    rng = np.random.default_rng(8)
+    train, heldout = rng.normal(size=(300, 16)), rng.normal(size=(100, 16))
+    novel = rng.normal(size=(100, 16))
+    collapsed = np.repeat(novel[:5], 20, axis=0) + rng.normal(size=(100, 16)) * 0.01
+    assert diversity_ratio(novel, train) == pytest.approx(1.0, abs=0.1)
+    assert diversity_ratio(collapsed, train) < 0.95                     # 5 modes: pairs within a mode are ~0
+    assert near_duplicate_rate(novel, train)[0] < 0.05
+    assert near_duplicate_rate(collapsed, train)[0] == 1.0
+    copies = np.concatenate([train[:10] + 1e-3, novel[10:]])
+    m = memorisation(copies, train, heldout)
+    assert m.copies[:10].all() and m.rate == pytest.approx(0.1, abs=0.03)
+    assert (m.index[:10] == np.arange(10)).all() and set(m.closest(10)) == set(range(10))
+    share, per = class_coverage(np.array([0, 0, 1, 3]), 5)
+    assert share == 3 / 5 and per.tolist() == [0.5, 0.25, 0, 0.25, 0]

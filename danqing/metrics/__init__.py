@@ -1,4 +1,21 @@
-"""Evaluation: feature extractors and distribution scores (FID, KID)."""
+"""Evaluation: feature extractors, distribution scores, diversity and memorisation."""
+from .diversity import (
+    Memorisation,
+    class_coverage,
+    diversity_ratio,
+    mean_pairwise_distance,
+    memorisation,
+    near_duplicate_rate,
+    nearest,
+)
+from .efficientnet import (
+    EFFICIENTNET_FILE,
+    EFFICIENTNET_RESIZE,
+    EfficientNetLite0,
+    find_efficientnet,
+    load_state_by_order,
+    state_shapes,
+)
 from .features import (
     INCEPTION_RESIZE,
     Inception,
@@ -11,15 +28,25 @@ from .features import (
 from .scores import (
     FID_MIN_N,
     SmallSampleWarning,
+    bootstrap,
+    classifier_score,
+    density_coverage,
     fid,
     fid_from_stats,
     kid,
+    kth_neighbour_distance,
     load_stats,
+    pairwise_distances,
+    precision_recall,
     save_stats,
     stats,
 )
 
 __all__ = [
-    "FID_MIN_N", "INCEPTION_RESIZE", "Inception", "MetricsError", "SmallSampleWarning", "extract", "fid",
-    "fid_from_stats", "find_inception", "kid", "load_stats", "resize_tf_bilinear", "save_stats", "stats", "to_uint8",
+    "EFFICIENTNET_FILE", "EFFICIENTNET_RESIZE", "FID_MIN_N", "INCEPTION_RESIZE", "EfficientNetLite0", "Inception",
+    "Memorisation", "MetricsError", "SmallSampleWarning", "bootstrap", "class_coverage", "classifier_score",
+    "density_coverage", "diversity_ratio", "extract", "fid", "fid_from_stats", "find_efficientnet", "find_inception",
+    "kid", "kth_neighbour_distance", "load_state_by_order", "load_stats", "mean_pairwise_distance", "memorisation",
+    "near_duplicate_rate", "nearest", "pairwise_distances", "precision_recall", "resize_tf_bilinear", "save_stats",
+    "state_shapes", "stats", "to_uint8",
 ]

@@ -12,15 +12,33 @@ KID: Bińkowski et al., "Demystifying MMD GANs" (ICLR 2018), the unbiased
 estimate of the squared MMD under the cubic polynomial kernel
 k(x, y) = (xᵀy / d + 1)³, averaged over random subsets, with its standard
 deviation across subsets.
+
+Precision and recall: Kynkäänniemi et al., "Improved Precision and Recall
+Metric for Assessing Generative Models" (NeurIPS 2019): each set's manifold is
+the union of balls around its points reaching their k-th nearest neighbour;
+precision is the share of generated points inside the real manifold, recall the
+share of real points inside the generated one.  Density and coverage: Naeem et
+al., "Reliable Fidelity and Diversity Metrics for Generative Models" (ICML 2020),
+which count how many real balls hold each generated point (density) and how many
+real balls hold at least one (coverage), robust to outliers in the generated set.
+
+Classifier score: Salimans et al. 2016's Inception Score, exp E_x KL(p(y|x) ‖ p(y)),
+computed from another ImageNet classifier's probabilities.  It is **not** the
+Inception Score (that needs the Inception classification head, which no offline
+package ships) and its values are not comparable with published IS numbers.
 """
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
-__all__ = ["FID_MIN_N", "SmallSampleWarning", "fid", "fid_from_stats", "kid", "load_stats", "save_stats", "stats"]
+__all__ = ["FID_MIN_N", "SmallSampleWarning", "bootstrap", "classifier_score", "density_coverage", "fid",
+           "fid_from_stats", "kid", "kth_neighbour_distance", "load_stats", "pairwise_distances",
+           "precision_recall", "save_stats", "stats"]
 
 FID_MIN_N = 2048        # below this, FID's bias dominates differences between models (use KID)
 
@@ -99,3 +117,61 @@ def load_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
     """(mu, sigma, n) from a file written by :func:`save_stats`."""
     with np.load(path) as z:
         return z["mu"], z["sigma"], int(z["n"])
+
+
+# ---------------------------------------------------------------- k-NN manifolds
+
+def pairwise_distances(a: np.ndarray, b: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
+    """Euclidean distances (N, M) between rows of a (N, D) and b (M, D), in float64, computed in row chunks."""
+    ta, tb = torch.from_numpy(np.asarray(a, np.float64)), torch.from_numpy(np.asarray(b, np.float64))
+    return torch.cat([torch.cdist(ta[i:i + chunk], tb) for i in range(0, len(ta), chunk)]).numpy()
+
+
+def kth_neighbour_distance(x: np.ndarray, k: int) -> np.ndarray:
+    """(N,) distance from each row of x to its k-th nearest other row (the point itself not counted)."""
+    if not 1 <= k < len(x):
+        raise ValueError(f"k must be in 1..{len(x) - 1} for {len(x)} points, got {k}")
+    d = pairwise_distances(x, x)
+    return np.partition(d, k, axis=1)[:, k]          # column 0 of the sorted row is the point itself (0)
+
+
+def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls; both in [0, 1]."""
+    d = pairwise_distances(real, fake)                                   # (N_real, N_fake)
+    r_real, r_fake = kth_neighbour_distance(real, k), kth_neighbour_distance(fake, k)
+    precision = (d <= r_real[:, None]).any(axis=0).mean()                # fake j inside some real ball
+    recall = (d <= r_fake[None, :]).any(axis=1).mean()                   # real i inside some fake ball
+    return float(precision), float(recall)
+
+
+def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
+    """Density (unbounded, ~1 when the distributions match) and coverage in [0, 1] (Naeem et al. 2020)."""
+    d = pairwise_distances(real, fake)
+    inside = d <= kth_neighbour_distance(real, k)[:, None]               # (N_real, N_fake)
+    density = inside.sum() / (k * d.shape[1])
+    coverage = inside.any(axis=1).mean()
+    return float(density), float(coverage)
+
+
+# ---------------------------------------------------------------- classifier score and intervals
+
+def classifier_score(probs: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """exp E KL(p(y|x) ‖ p(y)) from class probabilities (N, K): mean and std over ``splits`` parts."""
+    p = np.asarray(probs, np.float64)
+    if p.ndim != 2 or len(p) < splits:
+        raise ValueError(f"probabilities must be (N >= {splits}, K), got shape {p.shape}")
+    scores = []
+    for part in np.array_split(p, splits):
+        marginal = part.mean(0, keepdims=True)
+        kl = (part * (np.log(part + 1e-12) - np.log(marginal + 1e-12))).sum(1)
+        scores.append(np.exp(kl.mean()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def bootstrap(score: Callable[[np.ndarray, np.ndarray], float], a: np.ndarray, b: np.ndarray, *,
+              rounds: int = 20, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``score(a, b)``: both sets resampled with replacement ``rounds`` times."""
+    rng = np.random.default_rng(seed)
+    vals = [score(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))]) for _ in range(rounds)]
+    lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
