@@ -74,7 +74,9 @@ class Batch:
 
 
 @runtime_checkable
-class Family(Protocol):
+class Trainable(Protocol):
+    """What the trainer needs: the phases of a step and each phase's loss."""
+
     config: object
 
     def phases(self) -> list[Phase]: ...
@@ -82,6 +84,11 @@ class Family(Protocol):
     def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
         """Return a dict of scalars; ``"loss"`` is optimised, the rest are logged."""
         ...
+
+
+@runtime_checkable
+class Family(Trainable, Protocol):
+    """A generator: trainable, and it paints."""
 
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None) -> Tensor:
         """Return ``n`` images in [-1, 1], shape (n, C, H, W)."""

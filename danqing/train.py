@@ -284,7 +284,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if on_step is not None:
                 on_step(step, logs)
             timeout = bool(tc.time_limit) and time.perf_counter() - start > tc.time_limit * 60
-            if (tc.sample_every and step % tc.sample_every == 0) or step == tc.steps or timeout:
+            if hasattr(model, "sample") and ((tc.sample_every and step % tc.sample_every == 0)
+                                             or step == tc.steps or timeout):
                 grid(step)
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout:
                 last = save(step)

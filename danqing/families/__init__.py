@@ -1,4 +1,8 @@
-"""The only registry of families: name -> module with Config, Model, PRESETS, TRAIN_DEFAULTS."""
+"""The only registry of families: name -> module with Config, Model, PRESETS, TRAIN_DEFAULTS.
+
+Generators have ``Model.sample``; the prompt-consistency scorer is trained the same way but scores instead.
+"""
+from ..metrics import scorer
 from . import autoencoder, dcgan, diffusion, t2i
 
 FAMILIES = {
@@ -6,4 +10,10 @@ FAMILIES = {
     "dcgan": dcgan,
     "autoencoder": autoencoder,
     "t2i": t2i,
+    "scorer": scorer,
 }
+
+
+def paints(name: str) -> bool:
+    """Whether the family generates images (has ``sample``)."""
+    return hasattr(FAMILIES[name].Model, "sample")
