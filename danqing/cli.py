@@ -197,17 +197,20 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if mask is not None and init is None:
         raise UsageError("--mask paints into an image: give it with --init")
     params = read_parameters(args.source) if args.source else None
-    pipe = load(args.model if args.model else (params.model if params and params.model else "emoji"))
+    pipe = load(args.model if args.model else (params.model if params and params.model else "emoji"),
+                **({"scorer": args.scorer} if args.scorer else {}))
     with _step_bar(args.steps or (params.steps if params else pipe.model.config.steps), quiet=args.quiet) as cb:
         if params is not None:
             images = [pipe.regenerate(params, init, mask, callback=cb)]
         else:
             images = pipe(args.prompt, args.negative, args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
                           sampler=args.sampler, size=args.size, init_image=init, strength=args.strength, mask=mask,
-                          bf16=args.bf16, callback=cb)
+                          bf16=args.bf16, best_of=args.best_of, callback=cb)
     for img, path in zip(images, next_paths(args.output, len(images))):
         pipe.save(img, path)
-        print(path)
+        score = img.info["params"].score
+        print(path if score is None or params is not None else f"{path}  (prompt score {score:.3f}, best of "
+                                                                f"{args.best_of})")
     if params is not None:
         with Image.open(args.source) as orig:
             a, b = np.asarray(orig.convert("RGB"), np.int16), np.asarray(images[0].convert("RGB"), np.int16)
@@ -365,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--mask", help="inpainting: white = repaint, black = keep (needs --init)")
     pt.add_argument("--model", help="a bundled model name or a run/checkpoint folder (default: emoji)")
     pt.add_argument("--from", dest="source", help="repaint the picture whose parameters this PNG carries")
+    pt.add_argument("--best-of", type=int, default=1, metavar="N",
+                    help="paint N candidates per picture and keep the one the prompt-consistency scorer rates best")
+    pt.add_argument("--scorer", help="the scorer for --best-of: a run/checkpoint folder (default: the bundled one)")
     pt.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     pt.add_argument("-o", "--output", default="paintings", help="folder for numbered PNGs")
     pt.add_argument("-q", "--quiet", action="store_true")

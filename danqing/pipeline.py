@@ -31,7 +31,8 @@ from .images import save_image, to_pil
 from .protocol import Cond, generators
 
 WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
-LIMITS = {"n": (1, 16), "steps": (1, 200), "guidance": (0.0, 30.0)}
+LIMITS = {"n": (1, 16), "steps": (1, 200), "guidance": (0.0, 30.0), "best_of": (1, 16)}
+SCORER = "emoji-scorer"                              # the bundled prompt-consistency scorer used by best_of
 
 
 class PipelineError(ValueError):
@@ -56,6 +57,8 @@ class Params:
     batch_seeds: list[int] = field(default_factory=list)  # the seeds drawn together with this one
     init_image: bool = False
     mask: bool = False
+    best_of: int = 1                                     # candidates painted for this picture; the best was kept
+    score: float | None = None                           # its prompt-consistency score (cosine), when scored
     version: str = __version__
 
     def a1111(self) -> str:
@@ -63,8 +66,10 @@ class Params:
         lines = [self.prompt]
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
+        best = f", Best of: {self.best_of}" if self.best_of > 1 else ""
+        score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
         lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
-                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}, "
+                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}{best}{score}, "
                      f"Version: danqing {self.version}")
         return "\n".join(lines)
 
@@ -92,36 +97,57 @@ def _sha(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_model(name_or_path: str | Path) -> Path:
+def resolve_model(name_or_path: str | Path, kind: str = "painter") -> Path:
     """A bundled model name (e.g. "emoji") or a run/checkpoint folder -> checkpoint folder."""
     name = str(name_or_path)
     if "/" not in name and "\\" not in name and (WEIGHTS / name / ckpt.MODEL).is_file():
         return WEIGHTS / name
     if Path(name_or_path).exists():
         return ckpt.resolve(name_or_path)
-    names = bundled_painters()
-    if name == "emoji" and "emoji" not in names:
-        raise PipelineError("the bundled painter `emoji` is not part of this installation yet; train one "
-                            "(docs/t2i.md) and pass it with --model RUN_FOLDER")
-    raise PipelineError(f"no model {name!r}: give a run or checkpoint folder, or a bundled painter "
+    if name in ("emoji", SCORER) and not (WEIGHTS / name).is_dir():
+        how = "docs/t2i.md" if kind == "painter" else "docs/evaluation.md"
+        raise PipelineError(f"the bundled {kind} `{name}` is not part of this installation; train one ({how}) and "
+                            f"pass its run folder")
+    names = bundled(kind)
+    raise PipelineError(f"no {kind} {name!r}: give a run or checkpoint folder, or a bundled {kind} "
                         f"({', '.join(names) or 'none installed'})")
 
 
-def bundled_painters() -> list[str]:
-    """Names of the bundled models that paint from text."""
+def bundled(kind: str = "painter") -> list[str]:
+    """Names of the bundled models of a kind: "painter" (paints from text) or "scorer"."""
     if not WEIGHTS.is_dir():
         return []
-    return sorted(p.name for p in WEIGHTS.iterdir() if (p / ckpt.MODEL).is_file()
-                  and json.loads((p / ckpt.CONFIG).read_text()).get("model", {}).get("text_dim"))
+    out = []
+    for p in sorted(WEIGHTS.iterdir()):
+        if (p / ckpt.MODEL).is_file():
+            cfg = json.loads((p / ckpt.CONFIG).read_text())
+            if kind == "scorer" and cfg.get("family") == "scorer":
+                out.append(p.name)
+            if kind == "painter" and cfg.get("family") != "scorer" and cfg.get("model", {}).get("text_dim"):
+                out.append(p.name)
+    return out
 
 
 class Pipeline:
     """A loaded painter: call it with a prompt to get PIL images."""
 
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], *, name: str, weights: str,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", scorer: str | Path = SCORER):
         self.model, self.config, self.name, self.weights = model, config, name, weights
         self.device = torch.device(device)
+        self.scorer_source = scorer
+
+    @cached_property
+    def scorer(self):
+        """The prompt-consistency scorer best_of ranks candidates with (loaded on first use)."""
+        try:
+            folder = resolve_model(self.scorer_source, kind="scorer")
+        except PipelineError as e:
+            raise PipelineError(f"best_of needs the prompt-consistency scorer: {e}") from None
+        model, _ = ckpt.load(folder, device=self.device)
+        if not hasattr(model, "score"):
+            raise PipelineError(f"{self.scorer_source} is a {type(model).__name__}, not a prompt-consistency scorer")
+        return model.eval()
 
     @cached_property
     def text_encoder(self):
@@ -142,20 +168,36 @@ class Pipeline:
     def __call__(self, prompt: str, negative_prompt: str = "", n: int = 4, *, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
                  size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
-                 mask: Image.Image | None = None, bf16: str = "auto",
+                 mask: Image.Image | None = None, bf16: str = "auto", best_of: int = 1,
                  callback: Callable[[int, int, Tensor, Tensor], None] | None = None) -> list[Image.Image]:
+        """n pictures of ``prompt``.  Picture i uses seed + i; with ``best_of`` = N, picture i is the best by
+        prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1."""
         c = self.model.config
         p = Params(prompt=prompt, negative_prompt=negative_prompt,
                    seed=secrets.randbelow(2**31) if seed is None else int(seed),
                    sampler=sampler or c.sampler, steps=steps or c.steps,
                    guidance=c.guidance if guidance is None else float(guidance), size=size or c.image_size,
                    strength=strength if init_image is not None else 1.0, model=self.name, weights=self.weights,
-                   init_image=init_image is not None, mask=mask is not None)
-        self._check(p, n)
-        p.batch_seeds = list(range(p.seed, p.seed + n))
+                   init_image=init_image is not None, mask=mask is not None, best_of=best_of)
+        self._check(p, n * best_of)
+        p.batch_seeds = list(range(p.seed, p.seed + n * best_of))
         from .hardware import use_bf16
         p.precision = "bf16" if use_bf16(bf16, self.device) else "fp32"
-        return self._paint(p, init_image, mask, callback)
+        images = self._paint(p, init_image, mask, callback)
+        if best_of == 1:
+            return images
+        scores = self.score(images, prompt).view(n, best_of)
+        best = [i * best_of + int(j) for i, j in enumerate(scores.argmax(1))]
+        for k in best:
+            images[k].info["params"].score = float(scores.flatten()[k])
+        return [images[k] for k in best]
+
+    def score(self, images: list[Image.Image], prompt: str | list[str]) -> Tensor:
+        """Prompt-consistency scores (N,) (cosine, higher = closer to the prompt) of pictures as saved (8-bit)."""
+        prompts = [prompt] * len(images) if isinstance(prompt, str) else prompt
+        x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
+        x = (x.float() / 127.5 - 1).to(self.device)
+        return self.scorer.score(x, self.encode_prompt(prompts)).cpu()
 
     def regenerate(self, p: Params, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                    callback=None) -> Image.Image:
@@ -170,8 +212,10 @@ class Pipeline:
         self._check(batch, len(seeds))
         return self._paint(batch, init_image, mask, callback)[seeds.index(p.seed)]
 
-    def _check(self, p: Params, n: int) -> None:
-        for key, value in (("n", n), ("steps", p.steps), ("guidance", p.guidance)):
+    def _check(self, p: Params, count: int) -> None:
+        """Refuse bad parameters for painting ``count`` images (n pictures x best_of candidates)."""
+        for key, value in (("n", count // p.best_of), ("steps", p.steps), ("guidance", p.guidance),
+                           ("best_of", p.best_of)):
             lo, hi = LIMITS[key]
             if not lo <= value <= hi:
                 raise PipelineError(f"{key} must be between {lo:g} and {hi:g}, got {value:g}")
@@ -231,13 +275,19 @@ class Pipeline:
         return save_image(img, path, pnginfo=info)
 
 
-def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu") -> Pipeline:
-    """A bundled model by name, or a run/checkpoint folder, ready to paint."""
+def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu",
+         scorer: str | Path = SCORER) -> Pipeline:
+    """A bundled model by name, or a run/checkpoint folder, ready to paint.
+
+    ``scorer``: the prompt-consistency scorer ``best_of`` ranks with (loaded only when used).
+    """
     folder = resolve_model(name_or_path)
     model, cfg = ckpt.load(folder, device=device)
     # a run's folder name, not its path: PNG metadata travels, and paths can say more than the user wants
     name = folder.name if folder.parent == WEIGHTS else Path(name_or_path).resolve().name
-    return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device)
+    if not hasattr(model, "sample"):
+        raise PipelineError(f"{name_or_path} holds a {cfg.get('family')} model, which does not paint")
+    return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device, scorer=scorer)
 
 
 def next_paths(folder: str | Path, n: int) -> list[Path]:
@@ -249,4 +299,4 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
     return [folder / f"{i:04d}.png" for i in range(start, start + n)]
 
 
-__all__ = ["Params", "Pipeline", "PipelineError", "load", "next_paths", "read_parameters", "resolve_model"]
+__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "read_parameters", "resolve_model"]

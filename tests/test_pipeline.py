@@ -21,6 +21,7 @@ def painter(tmp_path_factory, tiny_text_encoder):
     assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "ae")]) == 0
     assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(root / "ae"),
                  "--out", str(root / "t2i")]) == 0
+    assert main(["train", "scorer", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "scorer")]) == 0
     yield root / "t2i"
     mp.undo()
 
@@ -100,3 +101,29 @@ def test_cli_paint_from_and_errors(painter, tiny_text_encoder, tmp_path, monkeyp
     from danqing.text import TextWarning
     with pytest.warns(TextWarning, match="too long"):                     # truncated, with a warning
         assert main([*base, " ".join(["apple"] * 40), "-n", "1"]) == 0
+
+
+def test_best_of_keeps_the_best_scored_candidate_and_regenerates_it(pipe, painter, tmp_path):
+    pipe.scorer_source = painter.parent / "scorer"
+    images = pipe("handwritten digit 7", n=2, seed=10, steps=3, bf16="off", best_of=3)
+    assert len(images) == 2
+    # every candidate, painted alone with the same batch of seeds: the kept one has the highest score
+    candidates = pipe("handwritten digit 7", n=6, seed=10, steps=3, bf16="off")
+    scores = pipe.score(candidates, "handwritten digit 7").view(2, 3)
+    for i, img in enumerate(images):
+        p = img.info["params"]
+        assert p.best_of == 3 and p.seed == 10 + 3 * i + int(scores[i].argmax())
+        assert p.score == pytest.approx(float(scores[i].max()), abs=1e-6)
+        assert (pixels(img) == pixels(candidates[p.seed - 10])).all()
+    pipe.save(images[1], tmp_path / "best.png")
+    params = read_parameters(tmp_path / "best.png")
+    assert "Best of: 3" in Image.open(tmp_path / "best.png").info["parameters"]
+    assert (pixels(pipe.regenerate(params)) == pixels(images[1])).all()
+
+
+def test_best_of_without_a_scorer_says_what_to_do(pipe, tmp_path):
+    pipe.scorer_source = tmp_path / "no-such-scorer"
+    with pytest.raises(PipelineError, match="best_of needs the prompt-consistency scorer"):
+        pipe("handwritten digit 7", n=1, steps=2, best_of=2)
+    with pytest.raises(PipelineError, match="best_of must be between 1 and 16"):
+        pipe("handwritten digit 7", n=1, steps=2, best_of=40)
