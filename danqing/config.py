@@ -59,6 +59,11 @@ class TrainConfig:
     time_limit: float = 0.0         # minutes; stop early (with a checkpoint) when reached, 0 = none
     sample_n: int = 64
     threads: int = 0                # torch intra-op threads, 0 = torch's default
+    eval_every: int = 0             # steps between quality checks on EMA samples (0 = off; see danqing.monitor)
+    eval_n: int = 256               # samples per check
+    eval_metrics: str = "diversity,kid"
+    collapse_alarm: float = 0.5     # warn when sample diversity falls below this fraction of the data's
+    best: str = ""                  # keep the checkpoint with the lowest value of this check as `best` ("kid")
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"train.steps must be at least 1, got {self.steps}")
@@ -68,7 +73,10 @@ class TrainConfig:
         _check(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.bf16 in ("auto", "on", "off"), f"train.bf16 must be auto, on or off, got {self.bf16!r}")
         _check(min(self.warmup, self.grad_clip, self.weight_decay, self.time_limit, self.sample_every,
-                   self.ckpt_every, self.threads) >= 0, "train settings must not be negative")
+                   self.ckpt_every, self.threads, self.eval_every, self.collapse_alarm) >= 0,
+               "train settings must not be negative")
+        _check(self.eval_n >= 2, f"train.eval_n must be at least 2, got {self.eval_n}")
+        _check(self.best in ("", "kid"), f"train.best must be kid (or empty), got {self.best!r}")
         _check(self.keep >= 1, "train.keep must be at least 1 (the latest checkpoint)")
         _check(self.log_every >= 1 and self.sample_n >= 1, "train.log_every and train.sample_n must be at least 1")
 

@@ -69,8 +69,8 @@ class Params:
         best = f", Best of: {self.best_of}" if self.best_of > 1 else ""
         score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
         lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
-                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}{best}{score}, "
-                     f"Version: danqing {self.version}")
+                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}"
+                     f"{best}{score}, Version: danqing {self.version}")
         return "\n".join(lines)
 
 

@@ -27,6 +27,8 @@ from .hardware import pick_device, use_bf16
 from .progress import Log, progress_bar
 from .protocol import Batch, Cond, Phase, generators
 
+BEST = "best"                     # the folder that holds the best checkpoint by train.best
+
 # ---------------------------------------------------------------- schedules and data order
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -221,6 +223,11 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     if embed is not None:                  # the grid shows the captions of evenly spaced training images
         picks = torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()
         grid_text = embed([ds.captions[i] for i in picks])
+    monitor = None
+    if tc.eval_every and hasattr(model, "sample"):
+        from .monitor import Monitor
+        monitor = Monitor(ds, tc, num_classes=num_classes, embed=embed, device=dev)
+    best = _best_so_far(out, tc.best)
     log = Log(out, step)
     if progress:
         params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -277,7 +284,11 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
                 raise FloatingPointError(f"the loss became {logs} at step {step}; lower --train.lr or "
                                          f"enable --train.grad_clip. The last good checkpoint is kept in {out}")
             shown.update(logs)            # phases that did not run this step keep their last values
-            if step % tc.log_every == 0 or step == tc.steps:
+            checked = monitor is not None and step % tc.eval_every == 0
+            if checked:
+                with swap_in(model, ema), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    shown.update(monitor(model))
+            if step % tc.log_every == 0 or step == tc.steps or checked:
                 log.write(step, {**shown, "time": time.perf_counter() - start})
             if bar is not None:
                 bar.update(step, shown)
@@ -287,8 +298,12 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if hasattr(model, "sample") and ((tc.sample_every and step % tc.sample_every == 0)
                                              or step == tc.steps or timeout):
                 grid(step)
-            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout:
+            improved = checked and tc.best and shown[f"eval/{tc.best}"] < best
+            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout or improved:
                 last = save(step)
+            if improved:
+                best = shown[f"eval/{tc.best}"]
+                _keep_as_best(last, out, {tc.best: best, "step": step})
             if timeout:
                 break
     finally:
@@ -296,6 +311,31 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             bar.close()
         log.close()
     return last
+
+
+def _best_so_far(out: Path, metric: str) -> float:
+    """The value recorded with ``out/best`` for ``metric`` (inf when there is none yet)."""
+    meta = out / BEST / "best.json"
+    if metric and meta.is_file():
+        return float(json.loads(meta.read_text()).get(metric, math.inf))
+    return math.inf
+
+
+def _keep_as_best(checkpoint: Path, out: Path, meta: dict[str, float]) -> None:
+    """Copy ``checkpoint`` to ``out/best`` (weights only; the swap is a rename, so a crash leaves one intact)."""
+    tmp = out / f".{BEST}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    for f in (ckpt.CONFIG, ckpt.MODEL, ckpt.EMA):
+        if (checkpoint / f).is_file():
+            shutil.copy2(checkpoint / f, tmp / f)
+    (tmp / "best.json").write_text(json.dumps(meta) + "\n")
+    old = out / f".{BEST}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if (out / BEST).exists():
+        (out / BEST).rename(old)
+    tmp.rename(out / BEST)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def init_submodule(model: nn.Module, sub: str, path: str) -> None:
@@ -338,7 +378,8 @@ def _check_same_run(old: dict[str, Any], run: Run) -> None:
     new = run.to_json()
     if old.get("family") != new["family"]:
         raise ConfigError(f"--resume: the run in --out trains {old.get('family')}, not {new['family']}")
-    mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads"}
+    mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads",
+               "eval_every", "eval_n", "eval_metrics", "collapse_alarm", "best"}
     defaults = {part: {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(getattr(run, part))
                        if f.default is not dataclasses.MISSING} for part in ("model", "data", "train")}
     was = {part: {**defaults[part], **old.get(part, {})} for part in defaults}
