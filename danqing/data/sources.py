@@ -200,7 +200,7 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
                             "nor an existing folder; give a built-in name or the path of a folder of images")
         if not folder.is_dir():
             raise DataError(f"data source {cfg.source!r} is a file; give the folder that contains the images")
-        scan = _scan_folder(folder)
+        scan = scan_folder(folder)
         if not scan.images:
             raise DataError(_nothing_usable(scan, {}))
         fp = _fingerprint(["folder", settings, [[rel, *_stat(folder / rel)] for rel in scan.fingerprinted()]])
@@ -242,7 +242,7 @@ class _Scan:
         return sorted([*self.images, *self.texts, *self.metadata])
 
 
-def _scan_folder(root: Path) -> _Scan:
+def scan_folder(root: Path) -> _Scan:
     images, texts, metadata, other, errors = [], set(), [], 0, []
     for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

@@ -33,6 +33,7 @@ from .scores import (
     density_coverage,
     fid,
     fid_from_stats,
+    fid_low_rank,
     kid,
     kth_neighbour_distance,
     load_stats,
@@ -43,10 +44,10 @@ from .scores import (
 )
 
 __all__ = [
-    "EFFICIENTNET_FILE", "EFFICIENTNET_RESIZE", "FID_MIN_N", "INCEPTION_RESIZE", "EfficientNetLite0", "Inception",
+    "EFFICIENTNET_FILE", "EFFICIENTNET_RESIZE", "EfficientNetLite0", "FID_MIN_N", "INCEPTION_RESIZE", "Inception",
     "Memorisation", "MetricsError", "SmallSampleWarning", "bootstrap", "class_coverage", "classifier_score",
-    "density_coverage", "diversity_ratio", "extract", "fid", "fid_from_stats", "find_efficientnet", "find_inception",
-    "kid", "kth_neighbour_distance", "load_state_by_order", "load_stats", "mean_pairwise_distance", "memorisation",
-    "near_duplicate_rate", "nearest", "pairwise_distances", "precision_recall", "resize_tf_bilinear", "save_stats",
-    "state_shapes", "stats", "to_uint8",
+    "density_coverage", "diversity_ratio", "extract", "fid", "fid_from_stats", "fid_low_rank", "find_efficientnet",
+    "find_inception", "kid", "kth_neighbour_distance", "load_state_by_order", "load_stats",
+    "mean_pairwise_distance", "memorisation", "near_duplicate_rate", "nearest", "pairwise_distances",
+    "precision_recall", "resize_tf_bilinear", "save_stats", "state_shapes", "stats", "to_uint8",
 ]
