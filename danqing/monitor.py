@@ -6,9 +6,10 @@ subset of the training images) and compares them with that subset in
 EfficientNet-Lite0 feature space, about 15x cheaper per image than Inception:
 
 - ``eval/diversity``: mean pairwise feature distance of the samples over the
-  real subset's.  A generator that draws one picture per class scores far
-  below 1; below ``train.collapse_alarm`` the trainer warns (the mode-collapse
-  alarm), because a collapsed GAN keeps a low loss and a high accuracy.
+  real subset's, within each class for class-conditional models.  A generator
+  that draws one picture per class scores far below 1; below
+  ``train.collapse_alarm`` the trainer warns (the mode-collapse alarm),
+  because a collapsed GAN keeps a low loss and a high accuracy.
 - ``eval/kid``: KID (Bińkowski et al. 2018) between the two sets; with
   ``train.best=kid`` the checkpoint with the lowest value is kept as ``best``.
 
@@ -59,12 +60,12 @@ class Monitor:
         self.tc, self.metrics, self.device = tc, wanted, device
         idx = np.linspace(0, len(ds) - 1, tc.eval_n).round().astype(np.int64)
         self.real = self._features(_rgb(torch.from_numpy(np.take(ds.images, idx, axis=0))))
-        self.cond = None
+        self.cond, self.groups = None, None
         if embed is not None:
             self.cond = embed([ds.captions[i] for i in idx.tolist()])
-        elif num_classes:
-            labels = ds.labels[idx] if ds.labels is not None else np.arange(tc.eval_n) % num_classes
-            self.cond = Cond(labels=torch.from_numpy(labels))
+        elif num_classes:                  # samples of class c are compared with real images of class c
+            self.groups = ds.labels[idx] if ds.labels is not None else np.arange(tc.eval_n) % num_classes
+            self.cond = Cond(labels=torch.from_numpy(self.groups))
 
     def _features(self, uint8: torch.Tensor) -> np.ndarray:
         return np.concatenate([self.net(b.to(self.device)).cpu().numpy() for b in uint8.split(64)])
@@ -82,7 +83,7 @@ class Monitor:
         fake = self._features(_rgb(torch.cat(chunks)))
         out = {}
         if "diversity" in self.metrics:
-            out["eval/diversity"] = diversity_ratio(fake, self.real)
+            out["eval/diversity"] = diversity_ratio(fake, self.real, self.groups, self.groups)
             if out["eval/diversity"] < self.tc.collapse_alarm:
                 warnings.warn(f"mode collapse? the samples' diversity is {out['eval/diversity']:.2f}x the data's "
                               f"(alarm below {self.tc.collapse_alarm:g}); look at the sample grid, and lower the "

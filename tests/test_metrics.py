@@ -221,3 +221,16 @@ def test_diversity_duplicates_and_memorisation():
     assert (m.index[:10] == np.arange(10)).all() and set(m.closest(10)) == set(range(10))
     share, per = class_coverage(np.array([0, 0, 1, 3]), 5)
     assert share == 3 / 5 and per.tolist() == [0.5, 0.25, 0, 0.25, 0]
+
+
+def test_within_group_diversity_catches_one_picture_per_class():
+    from danqing.metrics import diversity_ratio
+    rng = np.random.default_rng(9)
+    centres = rng.normal(size=(10, 16)) * 5
+    groups = np.arange(200) % 10
+    real = centres[groups] + rng.normal(size=(200, 16))
+    one_each = centres[groups] + 0.01 * rng.normal(size=(200, 16))       # one picture per class
+    assert diversity_ratio(one_each, real) > 0.7                          # overall spread hides the collapse
+    assert diversity_ratio(one_each, real, groups, groups) < 0.05
+    fresh = centres[groups] + rng.normal(size=(200, 16))
+    assert diversity_ratio(fresh, real, groups, groups) == pytest.approx(1.0, abs=0.1)

@@ -33,9 +33,22 @@ def mean_pairwise_distance(f: np.ndarray) -> float:
     return float(d[np.triu_indices(len(f), 1)].mean())
 
 
-def diversity_ratio(fake: np.ndarray, real: np.ndarray) -> float:
-    """Mean pairwise distance of samples over that of real images: ~1 matches the data, << 1 is mode collapse."""
-    return mean_pairwise_distance(fake) / mean_pairwise_distance(real)
+def diversity_ratio(fake: np.ndarray, real: np.ndarray, fake_groups: np.ndarray | None = None,
+                    real_groups: np.ndarray | None = None) -> float:
+    """Mean pairwise distance of samples over that of real images: ~1 matches the data, << 1 is mode collapse.
+
+    With group labels (N,) (e.g. the classes a conditional model was asked for), distances are taken within
+    each group and averaged over groups: a model that draws one picture per class has all the data's spread
+    between classes, and is caught only by the spread within them.
+    """
+    if fake_groups is None or real_groups is None:
+        return mean_pairwise_distance(fake) / mean_pairwise_distance(real)
+    groups = [g for g in np.unique(real_groups) if (fake_groups == g).sum() >= 2 and (real_groups == g).sum() >= 2]
+    if not groups:
+        raise ValueError("within-group diversity needs at least 2 samples and 2 real images of some group")
+    within = [mean_pairwise_distance(fake[fake_groups == g]) / mean_pairwise_distance(real[real_groups == g])
+              for g in groups]
+    return float(np.mean(within))
 
 
 def nearest(queries: np.ndarray, pool: np.ndarray, *, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
