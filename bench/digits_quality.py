@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from danqing import checkpoint
 from danqing.config import DataConfig, TrainConfig
@@ -29,48 +27,9 @@ from danqing.data import load_dataset
 from danqing.families import FAMILIES
 from danqing.hardware import cpu_has_bf16
 from danqing.images import save_grid
+from danqing.metrics.judge import train_judge
 from danqing.protocol import Cond, generators
 from danqing.train import Run, train
-
-
-class DigitNet(nn.Module):
-    """A small CNN judge: 3 conv stages + linear head, 32x32x1 -> 10 logits."""
-
-    def __init__(self):
-        super().__init__()
-        def stage(a, b):
-            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2))
-        self.body = nn.Sequential(stage(1, 32), stage(32, 64), stage(64, 128), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(128, 10)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-def train_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 30) -> tuple[nn.Module, float]:
-    """Train on a fixed 80% split with random shifts; return (model, held-out accuracy)."""
-    g = torch.Generator().manual_seed(0)
-    perm = torch.randperm(len(images), generator=g)
-    cut = int(0.8 * len(images))
-    tr, te = perm[:cut], perm[cut:]
-    net = DigitNet()
-    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
-    for epoch in range(epochs):
-        net.train()
-        order = tr[torch.randperm(len(tr), generator=g)]
-        for i in range(0, len(order), 128):
-            idx = order[i:i + 128]
-            x = images[idx]
-            shift = torch.randint(-2, 3, (2,), generator=g).tolist()
-            x = torch.roll(x, shifts=shift, dims=(2, 3))
-            loss = F.cross_entropy(net(x), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    net.eval()
-    with torch.no_grad():
-        acc = (net(images[te]).argmax(1) == labels[te]).float().mean().item()
-    return net, acc
 
 
 def main() -> None:
@@ -92,7 +51,7 @@ def main() -> None:
     ds = load_dataset(DataConfig("digits", size=32, channels=1), progress=False)
     real = torch.from_numpy(np.array(ds.images)).float() / 127.5 - 1
     t0 = time.perf_counter()
-    judge, acc = train_classifier(real, torch.from_numpy(ds.labels))
+    judge, acc = train_judge(real, torch.from_numpy(ds.labels))
     print(f"judge: CNN trained on 80% of the real digits, held-out accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)")
 
     if not a.resume:

@@ -292,7 +292,7 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
 # ---------------------------------------------------------------- eval
 
 def cmd_eval(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from .evaluate import run
+    from .report import run
     run(args, extra)
 
 

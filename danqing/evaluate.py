@@ -4,13 +4,11 @@ data loaded in RGB at their size.  Data set features are cached in ``cache_root(
 """
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,11 +19,27 @@ from PIL import Image
 
 from .config import DataConfig
 from .data import ImageDataset, cache_root, load_dataset
-from .metrics import (EFFICIENTNET_RESIZE, INCEPTION_RESIZE, EfficientNetLite0, Inception, MetricsError, bootstrap,
-                      classifier_score, density_coverage, diversity_ratio, extract, fid, fid_low_rank, kid,
-                      memorisation, near_duplicate_rate, precision_recall, to_uint8)
+from .metrics import (
+    EFFICIENTNET_RESIZE,
+    INCEPTION_RESIZE,
+    EfficientNetLite0,
+    Inception,
+    MetricsError,
+    bootstrap,
+    classifier_score,
+    density_coverage,
+    diversity_ratio,
+    extract,
+    fid,
+    fid_low_rank,
+    kid,
+    memorisation,
+    near_duplicate_rate,
+    precision_recall,
+    to_uint8,
+)
 
-__all__ = ["METRICS", "Report", "Row", "evaluate", "features", "folder_pictures", "run", "write_report"]
+__all__ = ["METRICS", "Report", "Row", "evaluate", "features", "folder_pictures", "model_pictures"]
 
 METRICS = ("fid", "kid", "pr", "clip", "diversity", "memorisation", "isc")
 _INCEPTION = {"fid", "kid", "pr", "diversity", "memorisation"}
@@ -59,6 +73,7 @@ class Pictures:
     prompts: list[str] | None
     source: str
     key: str | None                         # feature-cache key; None for pictures painted now
+    labels: np.ndarray | None = None        # (N,) the classes a conditional model was asked for
 
 
 @dataclass
@@ -183,7 +198,8 @@ def model_pictures(pipe, n: int, prompts: list[str] | None, reference: ImageData
             tick(len(seeds))
     images = np.concatenate(out).repeat(3 if out[0].shape[1] == 1 else 1, axis=1)        # grayscale -> RGB
     source = f"model {pipe.name}: {n} pictures, seeds 0..{n - 1}, default settings"
-    return Pictures(images, prompts, source, None), notes
+    labels = np.arange(n) % classes if classes and not prompts else None
+    return Pictures(images, prompts, source, None, labels), notes
 
 
 # ---------------------------------------------------------------- metrics
@@ -236,6 +252,23 @@ def memorisation_rows(gen: np.ndarray, train: np.ndarray, gen_images: np.ndarray
                 note=f"{int(m.copies.sum())} of {len(gen)} closer to a training picture than the threshold"),
             Row("copy threshold", m.threshold, len(train), *where,
                 note=f"1% quantile of the {len(train)} training pictures' distances to their nearest other one")]
+
+
+def coverage_rows(pics: Pictures, ref: ImageDataset) -> list[Row]:
+    """Which of the reference's classes the pictures show, judged by a CNN trained on the reference."""
+    from .metrics import class_coverage
+    from .metrics.judge import load_or_train_judge
+    judge, acc = load_or_train_judge(ref)
+    pred = judge.predict(torch.from_numpy(np.array(pics.images))).numpy()
+    k = int(np.asarray(ref.labels).max()) + 1
+    share, per = class_coverage(pred, k, min_share=0.2 / k)
+    where = (f"class judge ({acc:.1%} held-out accuracy)", "none")
+    rows = [Row("class coverage", share, len(pred), *where, note="classes drawn at least a fifth as often as "
+                f"uniform; least {per.min():.1%}, most {per.max():.1%}")]
+    if pics.labels is not None:
+        rows.append(Row("class accuracy", float((pred == pics.labels).mean()), len(pred), *where,
+                        note="share of pictures judged to be the class they were asked for"))
+    return rows
 
 
 def isc_rows(images: np.ndarray) -> list[Row]:
@@ -347,6 +380,8 @@ def evaluate(generated: str, reference: str, metrics: str | list[str], *, prompt
     for metric in metrics:
         if metric in ("fid", "kid", "pr", "diversity"):
             report.rows += inception_rows(metric, gen_f, ref_f, rounds)
+            if metric == "diversity" and ref.labels is not None and int(np.asarray(ref.labels).max()) > 0:
+                report.rows += coverage_rows(pics, ref)
         elif metric == "memorisation":
             train_ds = dataset(train, size)
             report.info["train"] = train_ds.source
@@ -357,82 +392,3 @@ def evaluate(generated: str, reference: str, metrics: str | list[str], *, prompt
         else:
             report.rows += isc_rows(pics.images)
     return report
-
-
-# ---------------------------------------------------------------- output
-
-def require_matplotlib():
-    """matplotlib's Figure and Agg canvas (imported only for reports), or a MetricsError saying how to install it."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise MetricsError("a report's plots need matplotlib: pip install 'danqing[eval]'") from None
-    return Figure, FigureCanvasAgg
-
-
-def _histogram(values: np.ndarray, xlabel: str, title: str, threshold: float | None = None):
-    """A matplotlib Figure: the histogram of ``values``, with a dashed line at ``threshold``."""
-    Figure, Canvas = require_matplotlib()
-    fig = Figure(figsize=(6, 3.5), dpi=100)
-    Canvas(fig)
-    ax = fig.add_subplot()
-    ax.hist(values, bins=int(np.clip(len(values) // 5, 5, 50)), color="#4c72b0")
-    if threshold is not None:
-        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"copy threshold {threshold:.4g}")
-        ax.legend()
-    ax.set(xlabel=xlabel, ylabel="pictures", title=title)
-    fig.tight_layout()
-    return fig
-
-
-def write_report(report: Report, out: str | Path) -> list[Path]:
-    """report.json, a self-contained report.html (plots embedded) and the plots as PNGs in ``out``."""
-    require_matplotlib()
-    out, plots, e, data = Path(out), {}, html.escape, report.plots
-    if "scores" in data:
-        fig = _histogram(data["scores"], "cosine of picture and prompt", "prompt consistency")
-        plots["prompt-consistency.png"] = ("prompt-consistency scores", fig.savefig)
-    if "distances" in data:
-        fig = _histogram(data["distances"], "Inception distance to the nearest training picture", "memorisation",
-                         data["threshold"])
-        plots["memorisation-distances.png"] = ("distance to the nearest training picture", fig.savefig)
-        plots["memorisation-pairs.png"] = ("the closest samples, each beside its nearest training picture",
-                                           data["pairs"].save)
-    paths = [_write(out / name, lambda f, save=save: save(f, format="png")) for name, (_, save) in plots.items()]
-    doc = {"generated": report.generated, "reference": report.reference, **report.info,
-           "rows": [asdict(r) for r in report.rows], "notes": report.notes, "plots": list(plots)}
-    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    paths.append(_write(out / "report.json", lambda f: f.write(text.encode())))
-    table = "".join("<tr>" + "".join(f"<{t}>{e(v)}</{t}>" for v in row) + "</tr>\n"
-                    for t, row in [("th", COLUMNS)] + [("td", r.cells()) for r in report.rows])
-    notes = "".join(f"<li>{e(note)}</li>\n" for note in report.notes)
-    figures = "".join(f"<h2>{e(title)}</h2>\n<img alt=\"{e(title)}\" src=\"data:image/png;base64,"
-                      f"{base64.b64encode((out / name).read_bytes()).decode()}\">\n"
-                      for name, (title, _) in plots.items())
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc}"
-    page = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>danqing eval</title><style>{style}</style>"
-            f"</head><body>\n<h1>danqing eval</h1>\n<p>generated: {e(report.generated)}<br>reference: "
-            f"{e(report.reference)}</p>\n<table>\n{table}</table>\n<ul>\n{notes}</ul>\n{figures}</body></html>\n")
-    paths.append(_write(out / "report.html", lambda f: f.write(page.encode())))
-    return paths
-
-
-def run(args, extra) -> None:
-    """The body of ``danqing eval``: evaluate, print the table and the notes, write the report."""
-    from rich.console import Console
-    from rich.table import Table
-    if extra:
-        raise MetricsError(f"unrecognised arguments: {' '.join(extra)}")
-    if args.report:
-        require_matplotlib()                                          # fail before the long part
-    report = evaluate(args.generated, args.reference, args.metrics, prompts_file=args.prompts, train=args.train,
-                      n=args.n, scorer=args.scorer, rounds=args.bootstrap)
-    t = Table(*COLUMNS, title=f"{report.generated}\nagainst {report.reference}")
-    for r in report.rows:
-        t.add_row(*r.cells())
-    Console().print(t)
-    for note in report.notes:
-        print(f"note: {note}")
-    if args.report:
-        print(f"wrote {write_report(report, args.report)[-1]}")

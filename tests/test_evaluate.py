@@ -17,8 +17,7 @@ from danqing import checkpoint as ckpt
 from danqing.cli import main
 from danqing.data import DataWarning
 from danqing.evaluate import evaluate, model_pictures
-from danqing.metrics import fid_low_rank
-from danqing.metrics import FID_MIN_N, Inception, MetricsError, fid
+from danqing.metrics import FID_MIN_N, Inception, MetricsError, fid, fid_low_rank
 
 N, COPIES = 20, 5           # pictures per folder; the generated folder holds exact copies of COPIES training ones
 
@@ -294,3 +293,21 @@ def test_too_few_pictures_names_the_metric_and_the_count(folders, inception, tmp
     code, _, err = run(capsys, "--generated", few, "--reference", folders[0], "--metrics", "pr")
     assert code == 2 and "pr needs at least 6 generated pictures" in err and "got 3" in err
 
+
+
+def test_class_coverage_with_a_judge_trained_on_the_reference(inception, tmp_path, cache_dir):
+    """A labelled reference (one sub-folder per class) gets a class judge; pictures of one class of two cover 1/2."""
+    ref, gen = tmp_path / "ref", tmp_path / "gen"
+    for k, colour in enumerate(((220, 40, 40), (40, 40, 220))):
+        (ref / f"class{k}").mkdir(parents=True)
+        for i in range(20):
+            rng = np.random.default_rng(100 * k + i)
+            arr = np.clip(np.array(colour) + rng.integers(-30, 31, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(ref / f"class{k}" / f"{i}.png")
+    gen.mkdir()
+    for i in range(12):                                             # only the first class
+        Image.open(ref / "class0" / f"{i}.png").save(gen / f"{i}.png")
+    report = evaluate(str(gen), str(ref), "diversity", progress=False)
+    by = rows({"rows": [vars(r) for r in report.rows]})
+    assert by["class coverage"]["value"] == 0.5 and "100.0% held-out accuracy" in by["class coverage"]["extractor"]
+    assert list((cache_dir / "judges").glob("*.safetensors"))              # trained once, then cached
