@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,21 @@ def export(path: str | Path, dest: str | Path, *, dtype: torch.dtype | None = to
     extra = {k: v for k, v in cfg.items() if k not in ("family", "model", "danqing_version")}
     extra["exported_from"] = {"step": cfg.get("step"), "checkpoint": Path(resolve(path)).name}
     return write_checkpoint(dest, family=cfg["family"], model=model, extra_config=extra, dtype=dtype)
+
+
+def read_state_dict(path: str | Path, what: str,
+                    error: type[Exception] = ValueError) -> Mapping[str, torch.Tensor]:
+    """A state-dict file someone else wrote (``torch.save`` read with ``weights_only=True``, or safetensors);
+    a ``{"state_dict": ...}`` wrapper is unwrapped.  Anything else raises ``error`` saying what ``what`` needs."""
+    p = Path(path)
+    advice = f"give a {what} state dict saved with torch.save(model.state_dict(), path) or as safetensors"
+    try:
+        raw = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise error(f"cannot read {what} weights from {p} ({reason}); {advice}") from None
+    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
+        raw = raw["state_dict"]                              # a training checkpoint's wrapper
+    if not isinstance(raw, Mapping):
+        raise error(f"{p} holds a {type(raw).__name__}, not a state dict; {advice}")
+    return raw

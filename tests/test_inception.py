@@ -95,7 +95,7 @@ def test_optional_keys_may_be_missing():
 def test_a_file_that_is_neither_kind_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a network, nor a state dict")
-    with pytest.raises(MetricsError, match="neither a TorchScript Inception nor a readable state dict"):
+    with pytest.raises(MetricsError, match="cannot read TF-FID Inception weights"):
         Inception(path)
     torch.save([torch.zeros(3)], path)
     with pytest.raises(MetricsError, match="holds a list, not a state dict"):

