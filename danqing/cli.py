@@ -180,8 +180,6 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
-    if args.source is None and args.prompt is None:
-        raise UsageError('give a prompt, e.g. danqing paint "a fox face, 3d style", or --from PICTURE.png')
 
     def open_image(path: str | None, what: str):
         if path is None:
@@ -203,7 +201,7 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
         if params is not None:
             images = [pipe.regenerate(params, init, mask, callback=cb)]
         else:
-            images = pipe(args.prompt, args.negative, args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
+            images = pipe(args.prompt or "", args.negative, args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
                           sampler=args.sampler, size=args.size, init_image=init, strength=args.strength, mask=mask,
                           bf16=args.bf16, best_of=args.best_of, callback=cb)
     for img, path in zip(images, next_paths(args.output, len(images))):

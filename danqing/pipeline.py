@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, PngImagePlugin
 from torch import Tensor
 
@@ -59,6 +60,11 @@ class Params:
     mask: bool = False
     best_of: int = 1                                     # candidates painted for this picture; the best was kept
     score: float | None = None                           # its prompt-consistency score (cosine), when scored
+    variation_seed: int | None = None                    # a second seed whose noise is mixed in (variations, ...)
+    variation_strength: float = 0.0                      # ... 0 = the seed's own noise, 1 = the variation seed's
+    batch_variation_seeds: list[int] = field(default_factory=list)    # per picture of the batch ([] = none)
+    batch_strengths: list[float] = field(default_factory=list)
+    index: int = -1                                      # position in the batch (-1: where seed is in batch_seeds)
     version: str = __version__
 
     def a1111(self) -> str:
@@ -67,6 +73,8 @@ class Params:
         if self.negative_prompt:
             lines.append(f"Negative prompt: {self.negative_prompt}")
         best = f", Best of: {self.best_of}" if self.best_of > 1 else ""
+        if self.variation_seed is not None:
+            best += f", Variation seed: {self.variation_seed}, Variation seed strength: {self.variation_strength:.3g}"
         score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
         lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
                      f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}"
@@ -165,24 +173,27 @@ class Pipeline:
         cond = self.text_encoder.encode(prompts)
         return Cond(text=cond.text.half().float(), text_mask=cond.text_mask, pooled=cond.pooled.half().float())
 
-    def __call__(self, prompt: str, negative_prompt: str = "", n: int = 4, *, steps: int | None = None,
+    def __call__(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
                  size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
                  mask: Image.Image | None = None, bf16: str = "auto", best_of: int = 1,
+                 variation_seed: int | None = None, variation_strength: float = 0.0,
                  callback: Callable[[int, int, Tensor, Tensor], None] | None = None) -> list[Image.Image]:
         """n pictures of ``prompt``.  Picture i uses seed + i; with ``best_of`` = N, picture i is the best by
-        prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1."""
-        c = self.model.config
-        p = Params(prompt=prompt, negative_prompt=negative_prompt,
-                   seed=secrets.randbelow(2**31) if seed is None else int(seed),
-                   sampler=sampler or c.sampler, steps=steps or c.steps,
-                   guidance=c.guidance if guidance is None else float(guidance), size=size or c.image_size,
-                   strength=strength if init_image is not None else 1.0, model=self.name, weights=self.weights,
-                   init_image=init_image is not None, mask=mask is not None, best_of=best_of)
-        self._check(p, n * best_of)
-        p.batch_seeds = list(range(p.seed, p.seed + n * best_of))
-        from .hardware import use_bf16
-        p.precision = "bf16" if use_bf16(bf16, self.device) else "fp32"
+        prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1.  With ``variation_seed``,
+        picture i's noise is mixed (spherically) with that of variation_seed + i by ``variation_strength``.
+
+        ``prompt`` is text for a text model, a class name for a class-conditional one (empty: the classes in
+        turn), and empty for an unconditional one."""
+        p = self._params(prompt, negative_prompt, steps, guidance, seed, sampler, size, init_image, strength, mask,
+                         bf16, best_of=best_of)
+        count = n * best_of
+        seeds = list(range(p.seed, p.seed + count))
+        if variation_seed is not None:
+            self._batch(p, seeds, [variation_seed + k for k in range(count)], [variation_strength] * count)
+            p.variation_seed, p.variation_strength = variation_seed, float(variation_strength)
+        else:
+            self._batch(p, seeds)
         images = self._paint(p, init_image, mask, callback)
         if best_of == 1:
             return images
@@ -191,6 +202,28 @@ class Pipeline:
         for k in best:
             images[k].info["params"].score = float(scores.flatten()[k])
         return [images[k] for k in best]
+
+    def variations(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int,
+                   variation_strength: float = 0.25, **kw) -> list[Image.Image]:
+        """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n."""
+        p = self._params(prompt, negative_prompt, seed=seed, **kw)
+        self._batch(p, [p.seed] * n, [p.seed + 1 + k for k in range(n)], [variation_strength] * n)
+        return self._paint(p, kw.get("init_image"), kw.get("mask"), kw.get("callback"))
+
+    def interpolate(self, prompt: str = "", negative_prompt: str = "", frames: int = 8, *, seed: int,
+                    seed_b: int, **kw) -> list[Image.Image]:
+        """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included)."""
+        p = self._params(prompt, negative_prompt, seed=seed, **kw)
+        ts = [k / max(1, frames - 1) for k in range(frames)]
+        self._batch(p, [p.seed] * frames, [int(seed_b)] * frames, ts)
+        return self._paint(p, kw.get("init_image"), kw.get("mask"), kw.get("callback"))
+
+    def preview(self, denoised: Tensor) -> list[Image.Image]:
+        """Pictures of a sampler callback's current estimate (decoded from latents for latent models)."""
+        with torch.no_grad():
+            ae = getattr(self.model, "ae", None)
+            x = ae.decode(denoised.float()) if ae is not None else denoised.float()
+        return to_pil(x.clamp(-1, 1))
 
     def score(self, images: list[Image.Image], prompt: str | list[str]) -> Tensor:
         """Prompt-consistency scores (N,) (cosine, higher = closer to the prompt) of pictures as saved (8-bit)."""
@@ -208,9 +241,31 @@ class Pipeline:
         if p.init_image and init_image is None:
             raise PipelineError("the picture was painted from an init image: pass the same image (--init)")
         seeds = p.batch_seeds or [p.seed]
-        batch = Params(**{**asdict(p), "seed": seeds[0]})
+        batch = Params(**{**asdict(p), "seed": seeds[0], "batch_seeds": seeds})
         self._check(batch, len(seeds))
-        return self._paint(batch, init_image, mask, callback)[seeds.index(p.seed)]
+        return self._paint(batch, init_image, mask, callback)[p.index if p.index >= 0 else seeds.index(p.seed)]
+
+    def _params(self, prompt: str, negative_prompt: str = "", steps: int | None = None,
+                guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
+                size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
+                mask: Image.Image | None = None, bf16: str = "auto", best_of: int = 1, **_) -> Params:
+        """The Params of a call, with the model's defaults filled in."""
+        from .hardware import use_bf16
+        c = self.model.config
+        return Params(prompt=prompt, negative_prompt=negative_prompt,
+                      seed=secrets.randbelow(2**31) if seed is None else int(seed),
+                      sampler=sampler or getattr(c, "sampler", ""), steps=steps or getattr(c, "steps", 1),
+                      guidance=getattr(c, "guidance", 1.0) if guidance is None else float(guidance),
+                      size=size or c.image_size, strength=strength if init_image is not None else 1.0,
+                      model=self.name, weights=self.weights, init_image=init_image is not None,
+                      mask=mask is not None, best_of=best_of,
+                      precision="bf16" if use_bf16(bf16, self.device) else "fp32")
+
+    def _batch(self, p: Params, seeds: list[int], variation_seeds: list[int] | None = None,
+               strengths: list[float] | None = None) -> None:
+        """Set the batch ``p`` paints (one seed, and optionally a variation seed and strength, per picture)."""
+        p.batch_seeds, p.batch_variation_seeds, p.batch_strengths = seeds, variation_seeds or [], strengths or []
+        self._check(p, len(seeds))
 
     def _check(self, p: Params, count: int) -> None:
         """Refuse bad parameters for painting ``count`` images (n pictures x best_of candidates)."""
@@ -221,17 +276,50 @@ class Pipeline:
                 raise PipelineError(f"{key} must be between {lo:g} and {hi:g}, got {value:g}")
         if self.takes_text and not p.prompt.strip():
             raise PipelineError("the prompt is empty: describe the picture, e.g. \"a fox face, 3d style\"")
-        if not self.takes_text and (p.prompt or p.negative_prompt):
-            raise PipelineError(f"the model {self.name} does not read prompts; use `danqing sample` for it")
-        from .sampling import SAMPLERS
-        if p.sampler not in SAMPLERS:
-            raise PipelineError(f"unknown sampler {p.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if not self.takes_text:
+            if p.negative_prompt:
+                raise PipelineError(f"the model {self.name} does not read text, so it takes no negative prompt")
+            if p.prompt and not self.class_names:
+                raise PipelineError(f"the model {self.name} is unconditional: leave the prompt empty")
+            if p.prompt and p.prompt not in self.class_names:
+                raise PipelineError(f"{self.name} paints the classes {', '.join(self.class_names)}; "
+                                    f"{p.prompt!r} is not one of them")
+        if self.is_diffusion:
+            from .sampling import SAMPLERS
+            if p.sampler not in SAMPLERS:
+                raise PipelineError(f"unknown sampler {p.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if len(p.batch_variation_seeds) not in (0, count) or len(p.batch_strengths) != len(p.batch_variation_seeds):
+            raise PipelineError("give one variation seed and one strength per picture")
+        if any(not 0 <= t <= 1 for t in p.batch_strengths):
+            raise PipelineError("variation strength must be in [0, 1]")
         if not 0 < p.strength <= 1:
             raise PipelineError(f"strength must be in (0, 1], got {p.strength}")
+
+    @property
+    def is_diffusion(self) -> bool:
+        """Whether the model is sampled by a sampler over steps (and takes guidance, img2img, inpainting)."""
+        return hasattr(self.model, "denoise")
+
+    @property
+    def class_names(self) -> list[str]:
+        k = getattr(self.model.config, "num_classes", 0)
+        return (self.config.get("class_names") or [str(i) for i in range(k)]) if k else []
+
+    def _noise(self, p: Params) -> tuple[Tensor, list[torch.Generator]]:
+        """The starting noise of the batch: each picture's seed, spherically mixed with its variation seed."""
+        gens = generators(p.batch_seeds, self.device)
+        z = self.model.noise(len(gens), gens, p.size)
+        if not p.batch_variation_seeds:
+            return z, gens
+        other = self.model.noise(len(gens), generators(p.batch_variation_seeds, self.device), p.size)
+        return slerp(z, other, torch.tensor(p.batch_strengths, device=z.device)), gens
 
     def _paint(self, p: Params, init_image, mask, callback) -> list[Image.Image]:
         n = len(p.batch_seeds)
         cond = negative = None
+        if self.class_names:
+            k = self.class_names.index(p.prompt) if p.prompt else None
+            cond = Cond(labels=torch.full((n,), k) if k is not None else torch.arange(n) % len(self.class_names))
         if self.takes_text:
             texts = self.encode_prompt([p.prompt] * n + ([p.negative_prompt] * n if p.negative_prompt else []))
             cond = Cond(text=texts.text[:n], text_mask=texts.text_mask[:n], pooled=texts.pooled[:n])
@@ -242,15 +330,19 @@ class Pipeline:
                                 f"{init_image.size[0]}x{init_image.size[1]}; draw the mask at the image's size")
         init = self._image_tensor(init_image, p.size, n) if init_image is not None else None
         mask_t = self._mask_tensor(mask, p.size, n) if mask is not None else None
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16"):
-            x = self.model.sample(n, None if cond is None else cond.to(self.device),
-                                  generator=generators(p.batch_seeds, self.device), sampler=p.sampler,
-                                  steps=p.steps, guidance=p.guidance, size=p.size,
-                                  negative=None if negative is None else negative.to(self.device),
-                                  init=init, strength=p.strength, mask=mask_t, callback=callback)
+        if (init is not None or mask_t is not None) and not self.is_diffusion:
+            raise PipelineError(f"image-to-image and inpainting need a diffusion model; {self.name} is not one")
+        noise, gens = self._noise(p)
+        kw = {"sampler": p.sampler, "steps": p.steps, "guidance": p.guidance, "size": p.size, "init": init,
+              "strength": p.strength, "mask": mask_t, "callback": callback,
+              "negative": None if negative is None else negative.to(self.device)} if self.is_diffusion else {}
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16"):
+            x = self.model.sample(n, None if cond is None else cond.to(self.device), generator=gens, noise=noise, **kw)
         images = to_pil(x)
-        for img, s in zip(images, p.batch_seeds):
-            img.info["params"] = Params(**{**asdict(p), "seed": s})
+        for k, img in enumerate(images):
+            varied = {"variation_seed": p.batch_variation_seeds[k], "variation_strength": p.batch_strengths[k]} \
+                if p.batch_variation_seeds else {}
+            img.info["params"] = Params(**{**asdict(p), "seed": p.batch_seeds[k], "index": k, **varied})
         return images
 
     def _image_tensor(self, img: Image.Image, size: int, n: int) -> Tensor:
@@ -273,6 +365,20 @@ class Pipeline:
         info.add_text("parameters", p.a1111())
         info.add_text("danqing", json.dumps(asdict(p)))
         return save_image(img, path, pnginfo=info)
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation of noise a and b (n, ...) by t (n,), per row: keeps the norm a Gaussian sample
+    has (a straight line between two would shrink it towards t = 0.5).  t = 0 gives a, t = 1 gives b."""
+    fa, fb = a.flatten(1).double(), b.flatten(1).double()
+    cos = (F.normalize(fa, dim=1) * F.normalize(fb, dim=1)).sum(1).clamp(-1, 1)
+    omega = torch.arccos(cos)[:, None]
+    so = torch.sin(omega)
+    t = t.double()[:, None]
+    near = so.abs() < 1e-6                                           # (anti)parallel: fall back to a straight line
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / torch.where(near, 1, so))
+    wb = torch.where(near, t, torch.sin(t * omega) / torch.where(near, 1, so))
+    return (wa * fa + wb * fb).to(a.dtype).view_as(a)
 
 
 def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu",
@@ -299,4 +405,5 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
     return [folder / f"{i:04d}.png" for i in range(start, start + n)]
 
 
-__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "read_parameters", "resolve_model"]
+__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "read_parameters", "resolve_model",
+           "slerp"]

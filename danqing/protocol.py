@@ -88,10 +88,15 @@ class Trainable(Protocol):
 
 @runtime_checkable
 class Family(Trainable, Protocol):
-    """A generator: trainable, and it paints."""
+    """A generator: trainable, and it paints from noise it can hand out (its latent space)."""
 
-    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None) -> Tensor:
-        """Return ``n`` images in [-1, 1], shape (n, C, H, W)."""
+    def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
+        """The standard normal noise ``sample`` starts from for n images: z for a GAN or a VAE, x_T for diffusion."""
+        ...
+
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
+               noise: Tensor | None = None) -> Tensor:
+        """Return ``n`` images in [-1, 1], shape (n, C, H, W); from ``noise`` when given, else from ``generator``."""
         ...
 
 

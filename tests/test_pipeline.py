@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from danqing.cli import main
@@ -127,3 +128,63 @@ def test_best_of_without_a_scorer_says_what_to_do(pipe, tmp_path):
         pipe("handwritten digit 7", n=1, steps=2, best_of=2)
     with pytest.raises(PipelineError, match="best_of must be between 1 and 16"):
         pipe("handwritten digit 7", n=1, steps=2, best_of=40)
+
+
+# ---------------------------------------------------------------- latent space: variations and interpolation
+
+def test_slerp_closed_form():
+    from danqing.pipeline import slerp
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    for t, want in ((0.0, [1.0, 0.0]), (0.5, [0.5**0.5, 0.5**0.5]), (1.0, [0.0, 1.0])):
+        torch.testing.assert_close(slerp(a, b, torch.tensor([t])), torch.tensor([want]))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g)
+    mid = slerp(x, y, torch.full((3,), 0.5))
+    # two independent Gaussian draws are nearly orthogonal: the great circle keeps their norm
+    ratio = mid.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)
+    assert ((ratio - 1).abs() < 0.1).all()
+    assert torch.equal(slerp(x, y, torch.zeros(3)), x)
+
+
+def test_interpolation_runs_from_seed_to_seed_and_regenerates(pipe, tmp_path):
+    frames = pipe.interpolate("handwritten digit 4", frames=3, seed=11, seed_b=12, steps=3, bf16="off")
+    a = pipe("handwritten digit 4", n=1, seed=11, steps=3, bf16="off")[0]
+    b = pipe("handwritten digit 4", n=1, seed=12, steps=3, bf16="off")[0]
+    assert np.abs(pixels(frames[0]) - pixels(a)).max() <= 2 and np.abs(pixels(frames[2]) - pixels(b)).max() <= 2
+    assert np.abs(pixels(frames[1]) - pixels(a)).max() > 2
+    p = frames[1].info["params"]
+    assert (p.seed, p.variation_seed, p.variation_strength, p.index) == (11, 12, 0.5, 1)
+    pipe.save(frames[1], tmp_path / "mid.png")
+    assert (pixels(pipe.regenerate(read_parameters(tmp_path / "mid.png"))) == pixels(frames[1])).all()
+    assert "Variation seed: 12" in Image.open(tmp_path / "mid.png").info["parameters"]
+
+
+def test_variations_stay_near_their_seed(pipe):
+    base = pipe("handwritten digit 5", n=1, seed=20, steps=3, bf16="off")[0]
+    near = pipe.variations("handwritten digit 5", n=2, seed=20, variation_strength=0.1, steps=3, bf16="off")
+    far = pipe.variations("handwritten digit 5", n=2, seed=20, variation_strength=0.9, steps=3, bf16="off")
+    d = [np.abs(pixels(x) - pixels(base)).mean() for x in (*near, *far)]
+    assert max(d[:2]) < min(d[2:])
+    assert [v.info["params"].variation_seed for v in near] == [21, 22]
+    with pytest.raises(PipelineError, match="variation strength must be in"):
+        pipe.variations("handwritten digit 5", n=1, seed=20, variation_strength=1.5, steps=2)
+
+
+@pytest.fixture(scope="module")
+def gan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gan")
+    assert main(["train", "dcgan", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root)]) == 0
+    return load(root)
+
+
+def test_class_and_latent_controls_for_a_gan(gan):
+    threes = gan("3", n=2, seed=1)
+    assert len(threes) == 2 and threes[0].info["params"].prompt == "3"
+    mixed = gan(n=3, seed=1)                                   # no prompt: the classes in turn
+    assert mixed[0].size == (16, 16)
+    frames = gan.interpolate("7", frames=4, seed=1, seed_b=2)  # in z
+    assert len({pixels(f).tobytes() for f in frames}) == 4
+    with pytest.raises(PipelineError, match="paints the classes 0, 1"):
+        gan("cat", n=1)
+    with pytest.raises(PipelineError, match="need a diffusion model"):
+        gan("3", n=1, init_image=threes[0])

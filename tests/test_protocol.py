@@ -93,6 +93,13 @@ def test_sample_shape_range_and_per_image_generators(name):
     # image i depends only on its own generator, not on the batch it was drawn in
     one = model.sample(1, pick(cond_for(model, 3), 1), generator=generators([6]))
     torch.testing.assert_close(one[0], x[1], atol=1e-5, rtol=0)
+    # the noise it starts from can be handed in: the same pictures, and other noise gives others
+    gens = generators([5, 6, 7])
+    z = model.noise(3, gens)
+    same = model.sample(3, cond_for(model, 3), generator=gens, noise=z)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    other = model.sample(3, cond_for(model, 3), generator=generators([5, 6, 7]), noise=-z)
+    assert not torch.allclose(other, x, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", NAMES)

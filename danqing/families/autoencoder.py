@@ -140,11 +140,15 @@ class AutoEncoder(nn.Module):
         return perceptual_distance(self._vgg, a, b).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, **_) -> Tensor:
+    def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
+        """Draws z (n, C, h, w) from the prior N(0, I)."""
+        s = (size or self.config.image_size) // self.factor
+        return randn((n, self.config.latent_channels, s, s), generator, next(self.parameters()).device)
+
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
+               noise: Tensor | None = None, size: int | None = None, **_) -> Tensor:
         """Decode draws from the prior N(0, I) (a VAE sample; blurry, as VAEs with a tiny KL weight are)."""
-        c = self.config
-        s = c.image_size // self.factor
-        z = randn((n, c.latent_channels, s, s), generator, next(self.parameters()).device)
+        z = self.noise(n, generator, size) if noise is None else noise
         return self.decoder(z).float().clamp(-1, 1)
 
     @torch.no_grad()

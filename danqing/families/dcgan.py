@@ -147,10 +147,14 @@ class DCGAN(nn.Module):
         raise ValueError(f"unknown phase {phase!r}; DCGAN has {[p.name for p in self.phases()]}")
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, **_) -> Tensor:
-        device = next(self.parameters()).device
-        z = randn((n, self.config.z_dim), generator, device)
-        labels = self._labels(None if cond is None else cond.labels, n, device)
+    def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
+        """The latent codes z (n, z_dim) that ``sample`` maps to pictures."""
+        return randn((n, self.config.z_dim), generator, next(self.parameters()).device)
+
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
+               noise: Tensor | None = None, **_) -> Tensor:
+        z = self.noise(n, generator) if noise is None else noise
+        labels = self._labels(None if cond is None else cond.labels, n, z.device)
         return self.g(z, labels).float().clamp(-1, 1)
 
 

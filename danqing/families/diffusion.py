@@ -190,7 +190,8 @@ class Diffusion(nn.Module):
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
                sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
                negative: Cond | None = None, size: int | None = None, init: Tensor | None = None,
-               strength: float = 1.0, mask: Tensor | None = None, callback=None) -> Tensor:
+               strength: float = 1.0, mask: Tensor | None = None, noise: Tensor | None = None,
+               callback=None) -> Tensor:
         """n images in [-1, 1], shape (n, C, size, size).
 
         cond:     class labels and/or text states for the n images; guidance > 1 applies
@@ -200,6 +201,8 @@ class Diffusion(nn.Module):
                   noised to the level that ``strength`` (0..1) of the schedule starts at and denoised from there.
         mask:     (n, 1, size, size), 1 = paint, 0 = keep ``init`` (inpainting): at every step the known
                   region's denoised value is replaced by the known image, and its pixels are kept exactly.
+        noise:    the starting noise (n, C, h, w) instead of drawing it (see ``noise``): for variations
+                  and interpolation between seeds.  ``generator`` still drives stochastic samplers.
         callback: called as callback(i, steps, x, denoised) after every step (latents for latent models).
         """
         c = self.config
@@ -217,7 +220,7 @@ class Diffusion(nn.Module):
         device = self.null_device
         ch, res = self.shape[0], size // (self.ae.factor if self.ae is not None else 1)
         sigmas = karras_sigmas(steps or c.steps, c.sigma_min, c.sigma_max, c.rho).to(device)
-        noise = randn((n, ch, res, res), generator, device)
+        noise = self.noise(n, generator, size) if noise is None else noise.to(device)
         known = None
         if init is None:
             x = noise * sigmas[0]
@@ -245,6 +248,11 @@ class Diffusion(nn.Module):
         if mask is not None:
             out = mask * out + (1 - mask) * init                        # pixels outside the mask stay exactly
         return out
+
+    def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
+        """The standard normal noise (n, C, h, w) that ``sample`` starts from (latent-sized for latent models)."""
+        res = (size or self.config.image_size) // (self.ae.factor if self.ae is not None else 1)
+        return randn((n, self.shape[0], res, res), generator, self.null_device)
 
     def _full_cond(self, cond: Cond | None, n: int) -> Cond:
         """cond with the parts the model needs filled in: class labels (null when absent) and text."""
