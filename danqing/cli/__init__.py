@@ -1,0 +1,158 @@
+"""The ``danqing`` command: one subcommand per verb.
+
+    danqing paint "a fox face, 3d style" [-n 4] [--seed S] [--best-of N] [--model M] [-o paintings]
+    danqing train FAMILY --data SRC --preset P [--steps N] [--out DIR] [--resume] [--model.x=..]
+    danqing sample CKPT -n 64 --seed S [--sampler heun] [--steps K] [--guidance G] [--class C] -o grid.png
+    danqing eval --generated DIR|MODEL --reference DIR|DATASET --metrics fid,kid,...
+    danqing export CKPT -o FOLDER
+    danqing data info|preview|fetch SRC
+    danqing models
+
+One module per group of verbs (train.py, paint.py, data.py); this one builds the parser and runs a verb.
+
+Every user mistake ends in one line on stderr saying what was wrong and what
+to do, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..config import ConfigError
+from .common import UsageError
+from .data import cmd_data, cmd_eval
+from .paint import cmd_paint, cmd_sample
+from .train import cmd_export, cmd_models, cmd_train
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..families import FAMILIES
+    from ..sampling import SAMPLERS
+
+    p = argparse.ArgumentParser(prog="danqing", description="danqing: AI painting under one protocol")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model on a folder of images or a built-in dataset",
+                       description="Extra settings: --model.NAME=VALUE, --train.NAME=VALUE, --data.NAME=VALUE "
+                                   "(see `danqing models` and docs/ARCHITECTURE.md).")
+    t.add_argument("family", choices=list(FAMILIES), help="model family")
+    t.add_argument("--data", required=True, help="a folder of images or a built-in source (digits, mnist)")
+    t.add_argument("--preset", default="small", help="model size preset (see `danqing models`)")
+    t.add_argument("--steps", type=int, help="training steps")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--minutes", type=float, help="stop (with a checkpoint) after this much wall time")
+    t.add_argument("--out", help="run folder (default runs/FAMILY-PRESET-DATA)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--bf16", choices=["auto", "on", "off"], help="bf16 autocast (auto: only where the hardware runs it natively)")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--flip", action="store_true", help="random horizontal flips")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    t.add_argument("--autoencoder", help="latent models: the trained autoencoder (run or checkpoint folder)")
+    t.add_argument("--init", help="start from the weights of this checkpoint (same model settings), "
+                                  "with a fresh optimiser: fine-tuning, or continuing an exported model")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("sample", help="draw pictures from a trained model")
+    s.add_argument("checkpoint", help="a run folder or a checkpoint folder")
+    s.add_argument("-n", type=int, default=64, help="number of images")
+    s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i")
+    s.add_argument("--sampler", help=f"diffusion sampler: {', '.join(SAMPLERS)}")
+    s.add_argument("--steps", type=int, help="sampler steps")
+    s.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    s.add_argument("--class", dest="cls", help="class name or id (default: cycle through the classes)")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
+                   help="bf16 autocast (auto: where the hardware runs it natively; off: the fp32 reference)")
+    s.add_argument("--nrow", type=int, help="images per row of the grid")
+    s.add_argument("-o", "--output", default="samples.png")
+    s.set_defaults(fn=cmd_sample)
+
+    pt = sub.add_parser("paint", help="paint pictures from a text prompt (the bundled model by default)")
+    pt.add_argument("prompt", nargs="?", help='what to paint, e.g. "a fox face, 3d style"')
+    pt.add_argument("-n", type=int, default=4, help="number of pictures (1-16)")
+    pt.add_argument("--seed", type=int, help="picture i uses seed SEED+i (default: random)")
+    pt.add_argument("--steps", type=int, help="denoising steps (1-200)")
+    pt.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    pt.add_argument("--negative", default="", help="negative prompt: what the picture should not be")
+    pt.add_argument("--sampler", help=f"{', '.join(SAMPLERS)}")
+    pt.add_argument("--size", type=int, help="picture side in pixels (a multiple of the model's stride)")
+    pt.add_argument("--init", help="image-to-image: start from this picture")
+    pt.add_argument("--strength", type=float, default=0.6, help="image-to-image: how much to change (0-1]")
+    pt.add_argument("--mask", help="inpainting: white = repaint, black = keep (needs --init)")
+    pt.add_argument("--model", help="a bundled model name or a run/checkpoint folder (default: emoji)")
+    pt.add_argument("--from", dest="source", help="repaint the picture whose parameters this PNG carries")
+    pt.add_argument("--best-of", type=int, default=1, metavar="N",
+                    help="paint N candidates per picture and keep the one the prompt-consistency scorer rates best")
+    pt.add_argument("--scorer", help="the scorer for --best-of: a run/checkpoint folder (default: the bundled one)")
+    pt.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    pt.add_argument("-o", "--output", default="paintings", help="folder for numbered PNGs")
+    pt.add_argument("-q", "--quiet", action="store_true")
+    pt.set_defaults(fn=cmd_paint)
+
+    e = sub.add_parser("export", help="write a weights-only copy of a checkpoint (EMA, fp16) for shipping")
+    e.add_argument("checkpoint", help="a run folder or a checkpoint folder")
+    e.add_argument("-o", "--output", required=True, help="the folder to write")
+    e.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    e.set_defaults(fn=cmd_export)
+
+    d = sub.add_parser("data", help="inspect, preview or fetch a dataset")
+    d.add_argument("action", choices=["info", "preview", "fetch"])
+    d.add_argument("source", help="a folder or a built-in source (digits, mnist)")
+    d.add_argument("--size", type=int, default=32)
+    d.add_argument("--channels", type=int, choices=[1, 3], default=3)
+    d.add_argument("-n", type=int, default=64, help="preview: number of images")
+    d.add_argument("-o", "--output", default="preview.png")
+    d.add_argument("--force", action="store_true", help="fetch: download and rebuild even if the data is there")
+    d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d")
+    d.set_defaults(fn=cmd_data)
+
+    ev = sub.add_parser("eval", help="score generated pictures against reference data (FID, KID, precision/recall...)")
+    ev.add_argument("--generated", required=True, metavar="DIR|MODEL",
+                    help="a folder of pictures, or a model: a bundled name or a run/checkpoint folder")
+    ev.add_argument("--reference", required=True, metavar="DIR|DATASET", help="a folder or a built-in data set")
+    ev.add_argument("--metrics", default="fid,kid,pr", help="any of fid,kid,pr,clip,diversity,memorisation,isc")
+    ev.add_argument("--prompts", metavar="FILE", help="one prompt per line: what a text model paints, or a folder's")
+    ev.add_argument("--train", metavar="DATASET", help="memorisation: the training data (default: the model's)")
+    ev.add_argument("-n", type=int, help="pictures a model paints (default 1000), or the first N of a folder")
+    ev.add_argument("--scorer", metavar="RUN_FOLDER", help="clip: a prompt-consistency scorer (danqing train scorer)")
+    ev.add_argument("--report", metavar="OUT_DIR", help="write report.json, report.html and the plots here")
+    ev.add_argument("--bootstrap", type=int, default=10, metavar="R", help="FID bootstrap rounds (0: no interval)")
+    ev.set_defaults(fn=cmd_eval)
+
+    m = sub.add_parser("models", help="list model families and presets")
+    m.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    from ..checkpoint import CheckpointError
+    from ..data import DataError
+    from ..metrics import MetricsError
+    from ..pipeline import PipelineError
+    from ..text import TextEncoderError
+
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"warning: {message}\n"
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "models":
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        args.fn(args, extra)
+    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError, MetricsError) as e:
+        print(f"danqing {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint is kept", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""danqing train | export | models."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import DataConfig, TrainConfig, override
+from .common import UsageError
+
+
+def _split_overrides(extra: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--model.channels=64`` / ``--train.lr 1e-3`` -> {"model": {"channels": "64"}, ...}."""
+    out: dict[str, dict[str, str]] = {"model": {}, "train": {}, "data": {}}
+    it = iter(extra)
+    for tok in it:
+        if not tok.startswith("--") or "." not in tok.split("=")[0]:
+            raise UsageError(f"unrecognised argument {tok!r}; settings look like --model.NAME=VALUE, "
+                             "--train.NAME=VALUE or --data.NAME=VALUE")
+        key, eq, value = tok[2:].partition("=")
+        if not eq:
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"--{key} needs a value, e.g. --{key}=VALUE")
+        group, _, name = key.partition(".")
+        if group not in out:
+            raise UsageError(f"unknown setting group in --{key}; use --model.*, --train.* or --data.*")
+        out[group][name] = value
+    return out
+
+
+# ---------------------------------------------------------------- train
+
+def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from ..data import load_dataset
+    from ..families import FAMILIES
+    from ..train import Run, train
+
+    fam = FAMILIES[args.family]
+    if args.preset not in fam.PRESETS:
+        raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.PRESETS)}")
+    ov = _split_overrides(extra)
+    model_cfg = override(fam.PRESETS[args.preset], ov["model"], prefix="model.")
+
+    flags = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16, "seed": args.seed,
+             "time_limit": args.minutes}
+    train_cfg = dataclasses.replace(TrainConfig(), **getattr(fam, "TRAIN_DEFAULTS", {}))
+    train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
+    train_cfg = override(train_cfg, ov["train"], prefix="train.")
+    for k in ("size", "channels"):
+        if k in ov["data"]:
+            raise UsageError(f"--data.{k} follows the model; set --model.image_{k} instead")
+    data_cfg = override(DataConfig(source=args.data, size=model_cfg.image_size, channels=model_cfg.image_channels,
+                                   flip=args.flip), ov["data"], prefix="data.")
+
+    if hasattr(model_cfg, "num_classes") and "num_classes" not in ov["model"] and not getattr(model_cfg, "text_dim", 0):
+        ds = load_dataset(data_cfg, progress=not args.quiet)
+        n = len(ds.class_names) if ds.labels is not None else 0
+        if n != model_cfg.num_classes:
+            print(f"note: {args.data} has {n or 'no'} classes; training with --model.num_classes={n} "
+                  f"(the preset had {model_cfg.num_classes})", file=sys.stderr)
+            model_cfg = dataclasses.replace(model_cfg, num_classes=n)
+
+    init_from = {}
+    if getattr(model_cfg, "ae", None) is not None:     # latent diffusion: start from a trained autoencoder
+        model_cfg, init_from = _with_autoencoder(model_cfg, args.autoencoder, args.family)
+    elif args.autoencoder:
+        raise UsageError(f"--autoencoder applies to latent models; {args.family}:{args.preset} works in pixels")
+    if args.init:                                       # fine-tune, or continue from exported weights
+        init_from = {**init_from, "": args.init}
+
+    out = Path(args.out or f"runs/{args.family}-{args.preset}-{Path(args.data).name}")
+    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset, init_from), out, resume=args.resume,
+                 device=args.device, progress=not args.quiet)
+    print(f"checkpoint: {last}")
+    grids = sorted((out / "samples").glob("*.png"))
+    if grids:
+        print(f"samples:    {grids[-1]}")
+
+
+def _with_autoencoder(model_cfg, path: str | None, family: str):
+    """Put a trained autoencoder's config (with its measured latent scale) into a latent model's config."""
+    from ..checkpoint import read_config, resolve
+    from ..families import autoencoder
+
+    if not path:
+        raise UsageError(f"{family} works in an autoencoder's latent space: give --autoencoder RUN_OR_CHECKPOINT "
+                         "(train one first: danqing train autoencoder --preset emoji --data emoji)")
+    cfg = read_config(path)
+    if cfg.get("family") != "autoencoder":
+        raise UsageError(f"--autoencoder {path} is a {cfg.get('family')} checkpoint, not an autoencoder")
+    from ..config import from_dict
+    ae = from_dict(autoencoder.Config, cfg["model"])
+    if not ae.latent_scale:
+        raise UsageError(f"--autoencoder {path} has no measured latent scale; resume its training for a step "
+                         "to write a checkpoint that has it")
+    if ae.image_size != model_cfg.image_size:
+        raise UsageError(f"--autoencoder {path} was trained at {ae.image_size}px but the model paints at "
+                         f"{model_cfg.image_size}px")
+    return dataclasses.replace(model_cfg, ae=ae), {"ae": str(resolve(path))}
+
+
+# ---------------------------------------------------------------- export
+
+def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    import torch
+
+    from ..checkpoint import export
+
+    if extra:
+        raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    out = export(args.checkpoint, args.output, dtype=None if args.fp32 else torch.float16)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"wrote {out} ({size:.1f} MB, {'fp32' if args.fp32 else 'fp16'} EMA weights, no training state)")
+
+
+# ---------------------------------------------------------------- models
+
+def cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..families import FAMILIES
+
+    t = Table(title="families and presets (danqing train FAMILY --preset P)")
+    for col in ("family", "preset", "params", "image", "classes", "phases"):
+        t.add_column(col)
+    for name, fam in FAMILIES.items():
+        for preset, c in fam.PRESETS.items():
+            m = fam.Model(c)
+            t.add_row(name, preset, f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M",
+                      f"{c.image_size}x{c.image_size}x{c.image_channels}", str(getattr(c, "num_classes", 0) or "-"),
+                      ",".join(p.name for p in m.phases()))
+    Console().print(t)
