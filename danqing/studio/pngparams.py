@@ -1,0 +1,108 @@
+"""Painting parameters read back from a PNG: danqing's own ``danqing`` chunk, else an A1111 ``parameters`` text.
+
+The A1111 text (also written by danqing, ComfyUI exporters, civitai ...) is
+
+    a prompt, possibly over several lines
+    Negative prompt: what not to paint
+    Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1234, Size: 512x512, Model: name, ...
+
+and is mapped onto danqing's field names; keys without a counterpart are kept under ``extra``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import asdict
+from typing import Any
+
+from PIL import Image
+
+from ..pipeline import Params, PipelineError
+
+_PAIR = re.compile(r'\s*([\w][\w \-/()]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+_SAMPLERS = {"euler": "euler", "euler a": "euler_a", "euler_a": "euler_a", "heun": "heun", "ddim": "ddim",
+             "dpm++ 2m": "dpmpp2m", "dpmpp_2m": "dpmpp2m", "dpmpp2m": "dpmpp2m"}
+_FIELDS: dict[str, tuple[str, type]] = {
+    "steps": ("steps", int), "cfg scale": ("guidance", float), "seed": ("seed", int), "model": ("model", str),
+    "model hash": ("weights", str), "denoising strength": ("strength", float), "best of": ("best_of", int),
+    "variation seed": ("variation_seed", int), "variation seed strength": ("variation_strength", float),
+    "prompt score": ("score", float), "version": ("version", str),
+}
+
+
+def read_png_text(data: bytes) -> dict[str, str]:
+    """The text chunks of an image file (header only: no pixels are decoded)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return {k: v for k, v in img.info.items() if isinstance(k, str) and isinstance(v, str)}
+    except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as e:
+        raise PipelineError(f"the file is not a picture PIL can read ({e})") from None
+
+
+def parameters_from_png(data: bytes) -> dict[str, Any]:
+    """``{"source": "danqing" | "a1111", ...fields}`` from a PNG; PipelineError when it carries neither."""
+    text = read_png_text(data)
+    own = text.get("danqing")
+    if own:
+        try:
+            return {"source": "danqing", **danqing_fields(json.loads(own))}
+        except (ValueError, TypeError):
+            pass                                  # damaged: fall back to the A1111 text when there is one
+    if text.get("parameters"):
+        return {"source": "a1111", **parse_a1111(text["parameters"])}
+    raise PipelineError("the picture carries no painting parameters (no danqing chunk and no A1111 `parameters` "
+                        "text): it was not painted by danqing or A1111, or its metadata was stripped")
+
+
+def danqing_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """A ``danqing`` chunk as Params fields (unknown keys dropped; a grid sheet keeps its ``grid``)."""
+    known = set(Params.__dataclass_fields__)
+    out = asdict(Params(**{k: v for k, v in data.items() if k in known}))
+    if isinstance(data.get("grid"), dict):
+        out["grid"] = data["grid"]
+    return out
+
+
+def parse_a1111(text: str) -> dict[str, Any]:
+    """An A1111 ``parameters`` text -> danqing field names (plus ``extra`` for the keys danqing has no name for)."""
+    lines = text.strip().splitlines()
+    pairs: list[tuple[str, str]] = []
+    if lines and lines[-1].lstrip().lower().startswith(("steps:", "sampler:", "seed:", "cfg scale:", "size:")) \
+            and len(found := _PAIR.findall(lines[-1])) >= 2:
+        pairs = found
+        lines = lines[:-1]
+    prompt, negative, in_negative = [], [], False
+    for line in lines:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative if in_negative else prompt).append(line)
+    out: dict[str, Any] = {"prompt": "\n".join(prompt).strip(), "negative_prompt": "\n".join(negative).strip()}
+    extra: dict[str, str] = {}
+    for key, value in pairs:
+        key, value = key.strip(), value.strip()
+        if value.startswith('"'):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                value = value.strip('"')
+        k = key.lower()
+        try:
+            if k == "sampler":
+                name = value.lower().removesuffix(" karras").strip()
+                out["sampler"] = _SAMPLERS.get(name, value)
+            elif k == "size" and re.fullmatch(r"\d+x\d+", value):
+                w, h = map(int, value.split("x"))
+                out.update(size=w if w == h else max(w, h), width=w, height=h)
+            elif k in _FIELDS:
+                name, tp = _FIELDS[k]
+                out[name] = tp(float(value)) if tp is int else tp(value)
+                if name == "version":
+                    out[name] = value.removeprefix("danqing ")
+            else:
+                extra[key] = value
+        except ValueError:
+            extra[key] = value
+    out["extra"] = extra
+    return out

@@ -1,0 +1,175 @@
+"""Job requests: the fields, their limits, and the checks that need the model (sizes, samplers, kinds).
+
+``JobRequest`` refuses what is wrong for any model (pydantic: a 422 naming the field); ``check`` then refuses
+what is wrong for the chosen model, raising ``Invalid(field, message)``, which the server turns into the same
+kind of 422.  What passes both is what the worker paints, so a job rarely fails after it was accepted.
+"""
+from __future__ import annotations
+
+import secrets
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_PROMPT = 500
+MAX_SEED = 2**32 - 1
+MAX_CELLS = 64
+JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid")
+AXES = ("prompt", "seed", "steps", "guidance", "sampler", "strength")
+UPLOAD_ID = r"^[0-9a-f]{32}$"
+
+
+class Invalid(ValueError):
+    """A request that does not fit the model it names."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _axis_value(param: str, v: Any) -> Any:
+    """One value of a grid axis, converted and checked like the field it stands for."""
+    if param in ("prompt", "sampler"):
+        if not isinstance(v, str):
+            raise ValueError(f"{param} values must be strings, got {v!r}")
+        if len(v) > (MAX_PROMPT if param == "prompt" else 40):
+            raise ValueError(f"a {param} value is longer than {MAX_PROMPT if param == 'prompt' else 40} characters")
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise ValueError(f"{param} values must be numbers, got {v!r}")   # noqa: TRY004 - pydantic wants ValueError
+    try:
+        num = float(v)
+    except ValueError:
+        raise ValueError(f"{param} values must be numbers, got {v!r}") from None
+    if param in ("seed", "steps"):
+        if not num.is_integer():
+            raise ValueError(f"{param} values must be whole numbers, got {v!r}")
+        lo, hi = (0, MAX_SEED) if param == "seed" else (1, 200)
+        if not lo <= num <= hi:
+            raise ValueError(f"{param} values must be between {lo} and {hi}, got {v!r}")
+        return int(num)
+    if param == "guidance" and not 0 <= num <= 30:
+        raise ValueError(f"guidance values must be between 0 and 30, got {v!r}")
+    if param == "strength" and not 0 < num <= 1:
+        raise ValueError(f"strength values must be in (0, 1], got {v!r}")
+    return num
+
+
+class Axis(BaseModel):
+    """One axis of a grid: the parameter it varies and its values (one column or row each)."""
+
+    model_config = ConfigDict(extra="forbid")
+    param: Literal["prompt", "seed", "steps", "guidance", "sampler", "strength"]
+    values: list[str | int | float] = Field(min_length=1, max_length=MAX_CELLS)
+
+    @model_validator(mode="after")
+    def _convert(self) -> Axis:
+        self.values = [_axis_value(self.param, v) for v in self.values]
+        return self
+
+
+class JobRequest(BaseModel):
+    """A job: its type and the painting parameters (null: the model's default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid"] = "txt2img"
+    model: str = Field(min_length=1, max_length=300, description="a name from GET /api/models")
+    prompt: str = Field("", max_length=MAX_PROMPT)
+    negative_prompt: str = Field("", max_length=MAX_PROMPT)
+    n: int = Field(4, ge=1, le=16, description="pictures (txt2img, img2img, inpaint, variations)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="null: a random seed")
+    steps: int | None = Field(None, ge=1, le=200)
+    guidance: float | None = Field(None, ge=0, le=30)
+    sampler: str | None = Field(None, max_length=40)
+    size: int | None = Field(None, ge=1, le=4096)
+    best_of: int = Field(1, ge=1, le=16)
+    init_image: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id")
+    mask: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id: white = repaint")
+    strength: float = Field(0.6, gt=0, le=1, description="img2img/inpaint: how much to change")
+    variation_strength: float = Field(0.25, ge=0, le=1)
+    seed_b: int | None = Field(None, ge=0, le=MAX_SEED, description="interpolation: the other end")
+    frames: int = Field(8, ge=2, le=16, description="interpolation: pictures from seed to seed_b")
+    x: Axis | None = Field(None, description="grid: the columns")
+    y: Axis | None = Field(None, description="grid: the rows (optional)")
+
+    @model_validator(mode="after")
+    def _fits_type(self) -> JobRequest:
+        t = self.type
+        if t in ("img2img", "inpaint") and self.init_image is None:
+            raise ValueError(f"{t} needs init_image (an upload id from POST /api/uploads)")
+        if t == "inpaint" and self.mask is None:
+            raise ValueError("inpaint needs mask (an upload id: white = repaint, black = keep)")
+        if t == "img2img" and self.mask is not None:
+            raise ValueError("a mask makes this an inpaint job: use type inpaint")
+        if t == "txt2img" and self.init_image is not None:
+            raise ValueError("an init image makes this an img2img job: use type img2img")
+        if self.mask is not None and self.init_image is None:
+            raise ValueError("mask paints into an image: give init_image too")
+        if t == "variations" and self.seed is None:
+            raise ValueError("variations needs seed: the picture to vary")
+        if t == "interpolation" and (self.seed is None or self.seed_b is None):
+            raise ValueError("interpolation needs seed and seed_b: the two ends")
+        if self.best_of > 1 and t not in ("txt2img", "img2img", "inpaint"):
+            raise ValueError(f"best_of applies to txt2img, img2img and inpaint, not {t}")
+        if t == "grid":
+            if self.x is None:
+                raise ValueError('grid needs x: {"param": NAME, "values": [...]}')
+            if self.y is not None and self.y.param == self.x.param:
+                raise ValueError(f"x and y both vary {self.x.param}: choose two different parameters")
+            cells = len(self.x.values) * (len(self.y.values) if self.y else 1)
+            if cells > MAX_CELLS:
+                raise ValueError(f"the grid has {cells} cells; at most {MAX_CELLS}")
+            if self.init_image is None and "strength" in (self.x.param, self.y.param if self.y else ""):
+                raise ValueError("a strength axis needs init_image (strength is how much of it to change)")
+        elif self.x is not None or self.y is not None:
+            raise ValueError(f"x and y are the axes of a grid job, not of {t}")
+        return self
+
+
+def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[str, Any]:
+    """Refuse what does not fit ``model`` (a catalog entry); return the request to store, the seed drawn."""
+    if model is None:
+        raise Invalid("model", f"no model named {req.model!r}; GET /api/models lists them")
+    name, kind, sup = model["name"], model["kind"], model["supports"]
+    axes = [a for a in (req.x, req.y) if a is not None]
+    varied = {a.param: a.values for a in axes}
+    if req.size is not None and req.size not in model["sizes"]:
+        raise Invalid("size", f"{name} paints the sizes {', '.join(map(str, model['sizes']))}, not {req.size}")
+    for sampler in ([req.sampler] if req.sampler is not None else []) + varied.get("sampler", []):
+        if sampler not in model["samplers"]:
+            raise Invalid("sampler", f"unknown sampler {sampler!r} for {name}; choose one of "
+                          f"{', '.join(model['samplers'])}" if model["samplers"] else
+                          f"{name} is a {model['family']} model: it takes no sampler")
+    if not model["samplers"]:
+        for p in ("steps", "guidance"):
+            if p in varied:
+                raise Invalid(p, f"{name} is a {model['family']} model: it takes no {p}")
+    prompts = varied.get("prompt", [req.prompt])
+    if kind == "text":
+        if any(not p.strip() for p in prompts):
+            raise Invalid("prompt", "the prompt is empty: describe the picture, e.g. \"a fox face, 3d style\"")
+    else:
+        if req.negative_prompt:
+            raise Invalid("negative_prompt", f"{name} does not read text, so it takes no negative prompt")
+        for p in prompts:
+            if kind == "unconditional" and p:
+                raise Invalid("prompt", f"{name} is unconditional: leave the prompt empty")
+            if kind == "class" and p and p not in model["class_names"]:
+                raise Invalid("prompt", f"{name} paints the classes {', '.join(model['class_names'])} "
+                              f"(or all in turn with an empty prompt); {p!r} is not one of them")
+    if req.init_image is not None and not sup["img2img"]:
+        raise Invalid("init_image", f"image-to-image and inpainting need a diffusion model; {name} is a "
+                      f"{model['family']} model")
+    for field in ("init_image", "mask"):
+        upload = getattr(req, field)
+        if upload is not None and not upload_exists(upload):
+            raise Invalid(field, f"no upload with id {upload}; upload the picture with POST /api/uploads first")
+    if req.best_of > 1 and not sup["best_of"]:
+        raise Invalid("best_of", f"best_of needs a text model and the bundled prompt-consistency scorer; {name} "
+                      + ("does not read text" if kind != "text" else "has no scorer installed beside it"))
+    out = req.model_dump()
+    if out["seed"] is None:
+        out["seed"] = secrets.randbelow(2**31)
+    if not model["samplers"]:                      # a GAN or VAE: one pass, no sampler settings
+        out["steps"] = out["guidance"] = out["sampler"] = None
+    return out
