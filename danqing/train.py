@@ -285,11 +285,12 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
                                          f"enable --train.grad_clip. The last good checkpoint is kept in {out}")
             shown.update(logs)            # phases that did not run this step keep their last values
             checked = monitor is not None and step % tc.eval_every == 0
+            checks: dict[str, float] = {}                 # logged on the step they were taken, not repeated
             if checked:
                 with swap_in(model, ema), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    shown.update(monitor(model))
+                    checks = monitor(model)
             if step % tc.log_every == 0 or step == tc.steps or checked:
-                log.write(step, {**shown, "time": time.perf_counter() - start})
+                log.write(step, {**shown, **checks, "time": time.perf_counter() - start})
             if bar is not None:
                 bar.update(step, shown)
             if on_step is not None:
@@ -298,11 +299,11 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if hasattr(model, "sample") and ((tc.sample_every and step % tc.sample_every == 0)
                                              or step == tc.steps or timeout):
                 grid(step)
-            improved = checked and tc.best and shown[f"eval/{tc.best}"] < best
+            improved = checked and tc.best and checks[f"eval/{tc.best}"] < best
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout or improved:
                 last = save(step)
             if improved:
-                best = shown[f"eval/{tc.best}"]
+                best = checks[f"eval/{tc.best}"]
                 _keep_as_best(last, out, {tc.best: best, "step": step})
             if timeout:
                 break

@@ -63,7 +63,7 @@ def test_alarm_fires_on_a_collapsed_generator_and_not_on_real_images(digits, lit
 def test_trainer_logs_checks_and_keeps_the_best_checkpoint(tmp_path, lite0):
     c = FAMILIES["diffusion"].PRESETS["tiny"]
     tc = TrainConfig(steps=4, batch_size=8, warmup=1, bf16="off", ckpt_every=0, sample_every=0, sample_n=4,
-                     eval_every=2, eval_n=16, best="kid")
+                     eval_every=2, eval_n=16, best="kid", log_every=1)
     data = DataConfig("digits", size=16, channels=c.image_channels)
     out = train(Run("diffusion", c, data, tc, "tiny"), tmp_path / "run", progress=False)
     with open(tmp_path / "run" / "log.csv") as f:
