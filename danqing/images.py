@@ -50,5 +50,19 @@ def save_image(img: Image.Image, path: str | Path, **kw) -> Path:
     return path
 
 
+def save_with_params(img: Image.Image, path: str | Path) -> Path:
+    """Write a picture whose ``info["params"]`` is a parameters dataclass with ``a1111()``, as PNG with two
+    text chunks: ``parameters`` (the A1111 text other tools read) and ``danqing`` (every field, JSON)."""
+    import json
+    from dataclasses import asdict
+
+    from PIL import PngImagePlugin
+    p = img.info["params"]
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", p.a1111())
+    info.add_text("danqing", json.dumps(asdict(p)))
+    return save_image(img, path, pnginfo=info)
+
+
 def save_grid(x: Tensor, path: str | Path, nrow: int | None = None) -> Path:
     return save_image(make_grid(x, nrow), path)

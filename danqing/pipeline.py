@@ -18,17 +18,18 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, PngImagePlugin
+from PIL import Image
 from torch import Tensor
 
 from . import __version__
 from . import checkpoint as ckpt
-from .images import save_image, to_pil
+from .images import save_with_params, to_pil
 from .protocol import Cond, generators
 
 WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
@@ -93,6 +94,9 @@ def read_parameters(path: str | Path) -> Params:
         raise PipelineError(f"{path} carries no danqing parameters (it was not painted by danqing, or its "
                             "metadata was stripped)")
     data = json.loads(text)
+    if data.get("kind", "paint") != "paint":
+        raise PipelineError(f"{path} was made by `danqing {data['kind']}`, not painted: repeat it with that command "
+                            "(its parameters are in the PNG's `danqing` chunk)")
     known = set(Params.__dataclass_fields__)
     return Params(**{k: v for k, v in data.items() if k in known})
 
@@ -360,11 +364,7 @@ class Pipeline:
     @staticmethod
     def save(img: Image.Image, path: str | Path) -> Path:
         """Write a painted image as PNG with its parameters in two text chunks."""
-        p: Params = img.info["params"]
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", p.a1111())
-        info.add_text("danqing", json.dumps(asdict(p)))
-        return save_image(img, path, pnginfo=info)
+        return save_with_params(img, path)
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:

@@ -16,7 +16,8 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn

