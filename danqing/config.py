@@ -62,7 +62,7 @@ class TrainConfig:
     eval_every: int = 0             # steps between quality checks on EMA samples (0 = off; see danqing.monitor)
     eval_n: int = 256               # samples per check
     eval_metrics: str = "diversity,kid"
-    collapse_alarm: float = 0.5     # warn when sample diversity falls below this fraction of the data's
+    collapse_alarm: float = 0.6     # warn when sample diversity falls below this fraction of the data's
     best: str = ""                  # keep the checkpoint with the lowest value of this check as `best` ("kid")
 
     def __post_init__(self) -> None:
