@@ -212,17 +212,21 @@ def test_classifier_score_bounds():
     assert classifier_score(np.tile(np.full(10, 0.1), (100, 1)))[0] == pytest.approx(1.0)
 
 
-def test_bootstrap_interval_brackets_the_estimate():
+def test_bootstrap_interval_is_centred_on_the_estimate_and_narrows_with_n():
     from danqing.metrics import bootstrap
     rng = np.random.default_rng(7)
-    a, b = rng.normal(size=(300, 4)), rng.normal(size=(300, 4)) + 0.5
 
     def fid_of(x, y):
         return fid_from_stats(*stats(x), *stats(y))
 
-    lo, hi = bootstrap(fid_of, a, b, rounds=30)
-    est = fid_of(a, b)
-    assert lo < hi and lo <= est * 1.2 and hi >= est * 0.8
+    widths = []
+    for n in (100, 1600):
+        a, b = rng.normal(size=(n, 4)), rng.normal(size=(n, 4)) + 0.5
+        lo, hi = bootstrap(fid_of, a, b, rounds=30)
+        assert (lo + hi) / 2 == pytest.approx(fid_of(a, b))
+        widths.append(hi - lo)
+    # the spread of an estimate from n samples shrinks like 1/sqrt(n): 16x the data, about a quarter the width
+    assert 0.1 < widths[1] / widths[0] < 0.5
 
 
 def test_diversity_duplicates_and_memorisation():
