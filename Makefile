@@ -1,11 +1,11 @@
-# danqing: `make demo` paints digits after a minute of training; `make test` runs the test suite.
+# danqing: `make demo` paints with the bundled model; `make digits` trains a digit painter; `make test` runs the tests.
 # Every target creates .venv when it is missing and installs with constraints.txt (torch pinned to its CPU build).
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo digits test bench clean
 
 install: $(STAMP)
 
@@ -26,9 +26,13 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Paint four emoji with the bundled text-to-image model (a few seconds on a CPU); the PNGs go to paintings/.
+demo: install
+	$(VENV)/bin/danqing paint "a fox face, 3d style" -n 4 --seed 0
+
 # Train a class-conditional diffusion model on the built-in digits for about a minute,
 # then draw a 10x10 grid (column j = digit j) with DPM-Solver++(2M), 20 steps.
-demo: install
+digits: install
 	rm -rf runs/quickstart
 	$(VENV)/bin/danqing train diffusion --data digits --preset digits --steps 300 --out runs/quickstart
 	$(VENV)/bin/danqing sample runs/quickstart -n 100 --nrow 10 --sampler dpmpp2m --steps 20 --guidance 2 -o runs/quickstart/digits.png
@@ -41,4 +45,4 @@ bench: install
 	$(PY) bench/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs paintings .pytest_cache
