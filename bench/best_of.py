@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 
-import torch
 from PIL import Image
 
 import danqing
@@ -57,7 +56,6 @@ def main() -> None:
         sheet.paste(b.convert("RGB"), (x + w, y))
     sheet.save(a.output)
     print(f"pairs (best-of-1 left, best-of-{a.N} right): {a.output}")
-    del torch
 
 
 if __name__ == "__main__":
