@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import FAST, train_tiny
 
 from danqing.cli import main
 from danqing.pipeline import PipelineError, load, read_parameters
-
-FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +18,7 @@ def painter(tmp_path_factory, tiny_text_encoder):
     mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
     mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
     root = tmp_path_factory.mktemp("runs")
-    assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "ae")]) == 0
-    assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(root / "ae"),
-                 "--out", str(root / "t2i")]) == 0
-    assert main(["train", "scorer", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "scorer")]) == 0
+    train_tiny(root, "ae", "t2i", "scorer")
     yield root / "t2i"
     mp.undo()
 

@@ -15,11 +15,11 @@ from PIL import Image, PngImagePlugin
 pytest.importorskip("fastapi")
 pytest.importorskip("python_multipart")
 from starlette.testclient import TestClient
+from tiny_models import train_tiny
 
 from danqing.cli import main
 from danqing.studio import create_app
 
-FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
 T2I = {"model": "t2i", "prompt": "red apple", "n": 1, "steps": 2, "seed": 3}
 
 
@@ -30,10 +30,7 @@ def runs(tmp_path_factory, tiny_text_encoder):
     mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
     mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
     root = tmp_path_factory.mktemp("runs")
-    assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "ae")]) == 0
-    assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(root / "ae"),
-                 "--out", str(root / "t2i")]) == 0
-    assert main(["train", "dcgan", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(root / "gan")]) == 0
+    train_tiny(root, "ae", "t2i", "gan")
     yield root
     mp.undo()
 

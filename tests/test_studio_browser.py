@@ -15,13 +15,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from danqing.cli import main
+from tiny_models import train_tiny
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM} (Debian package "
@@ -40,9 +38,7 @@ def studio(tmp_path_factory, tiny_text_encoder):
     mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
     mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
     runs = tmp_path_factory.mktemp("runs")
-    assert main(["train", "autoencoder", "--data", "digits", "--preset", "tiny", *FAST, "--out", str(runs / "ae")]) == 0
-    assert main(["train", "t2i", "--data", "digits", "--preset", "tiny", *FAST, "--autoencoder", str(runs / "ae"),
-                 "--out", str(runs / "t2i")]) == 0
+    train_tiny(runs, "ae", "t2i")
     app = create_app(data_dir=tmp_path_factory.mktemp("studio-data"), runs_dir=runs)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

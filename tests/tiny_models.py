@@ -21,3 +21,22 @@ def build_tiny_bert(folder, seed=0, hidden=32):
     transformers.utils.logging.disable_progress_bar()
     transformers.BertModel(config).save_pretrained(folder)
     return folder
+
+
+FAST = ["--steps", "3", "--batch-size", "8", "-q", "--bf16", "off", "--train.sample_n=2"]
+
+
+def train_tiny(root, *families):
+    """Train tiny runs on the built-in digits into ``root``/NAME, a few steps each, through the CLI.
+
+    Names: "ae" (autoencoder), "t2i" (text to image inside "ae", which must come first), "scorer", "gan" (a
+    class-conditional DCGAN).  Text models need $DANQING_TEXT_ENCODER set to the tiny BERT.
+    """
+    from danqing.cli import main
+    args = {"ae": ["autoencoder"], "t2i": ["t2i", "--autoencoder", str(root / "ae")], "scorer": ["scorer"],
+            "gan": ["dcgan"]}
+    for name in families:
+        family, *extra = args[name]
+        assert main(["train", family, "--data", "digits", "--preset", "tiny", *FAST, *extra,
+                     "--out", str(root / name)]) == 0
+    return root
