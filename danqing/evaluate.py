@@ -25,6 +25,7 @@ from .metrics import (
     EfficientNetLite0,
     Inception,
     MetricsError,
+    VGGFeatures,
     bootstrap,
     classifier_score,
     density_coverage,
@@ -42,7 +43,6 @@ from .metrics import (
 __all__ = ["METRICS", "Report", "Row", "evaluate", "features", "folder_pictures", "model_pictures"]
 
 METRICS = ("fid", "kid", "pr", "clip", "diversity", "memorisation", "isc")
-_INCEPTION = {"fid", "kid", "pr", "diversity", "memorisation"}
 BATCH = 50                  # pictures painted or passed through a network at a time
 DEFAULT_N = 1000            # pictures a model paints without -n
 PAIRS = 16                  # (sample, training picture) pairs in the memorisation grid
@@ -212,9 +212,10 @@ def _quietly(fn, *args, **kw):
     return out, "; ".join(str(w.message) for w in caught)
 
 
-def inception_rows(metric: str, gen: np.ndarray, ref: np.ndarray, rounds: int) -> list[Row]:
-    """The rows of fid, kid, pr or diversity from Inception features of generated and reference pictures."""
-    n, where = min(len(gen), len(ref)), (Inception.name, INCEPTION_RESIZE)
+def inception_rows(metric: str, gen: np.ndarray, ref: np.ndarray, rounds: int,
+                   where: tuple[str, str] = (Inception.name, INCEPTION_RESIZE)) -> list[Row]:
+    """The rows of fid, kid, pr or diversity from features (Inception unless ``where`` names another space)."""
+    n = min(len(gen), len(ref))
     if metric == "fid":
         value, note = _quietly(fid, gen, ref)
         score = fid_low_rank if max(len(gen), len(ref)) < gen.shape[1] else (lambda a, b: _quietly(fid, a, b)[0])
@@ -237,7 +238,7 @@ def inception_rows(metric: str, gen: np.ndarray, ref: np.ndarray, rounds: int) -
 
 
 def memorisation_rows(gen: np.ndarray, train: np.ndarray, gen_images: np.ndarray, train_images: np.ndarray,
-                      plots: dict[str, Any]) -> list[Row]:
+                      plots: dict[str, Any], where: tuple[str, str] = (Inception.name, INCEPTION_RESIZE)) -> list[Row]:
     """Copy rate and threshold; ``plots`` gets the distances and a grid of the closest (sample, training) pairs."""
     from .images import grid_uint8
     _need("memorisation", len(train), "training")
@@ -247,7 +248,6 @@ def memorisation_rows(gen: np.ndarray, train: np.ndarray, gen_images: np.ndarray
     scale = max(1, 64 // tiles.shape[-2])                             # small pictures drawn larger
     tiles = tiles.repeat(scale, axis=-1).repeat(scale, axis=-2).transpose(0, 2, 3, 1)
     plots.update(distances=m.distance, threshold=m.threshold, pairs=grid_uint8(tiles, nrow=min(4, len(idx)), pad=6))
-    where = (Inception.name, INCEPTION_RESIZE)
     return [Row("copy rate", m.rate, len(gen), *where,
                 note=f"{int(m.copies.sum())} of {len(gen)} closer to a training picture than the threshold"),
             Row("copy threshold", m.threshold, len(train), *where,
@@ -320,7 +320,7 @@ def clip_rows(pics: Pictures, source: str | None, plots: dict[str, Any]) -> list
 
 def evaluate(generated: str, reference: str, metrics: str | list[str], *, prompts_file: str | None = None,
              train: str | None = None, n: int | None = None, scorer: str | None = None, rounds: int = 10,
-             progress: bool = True) -> Report:
+             space: str = "inception", progress: bool = True) -> Report:
     """Every requested metric of ``generated`` (folder or model) against ``reference``, as a :class:`Report`."""
     from .checkpoint import CheckpointError, resolve
     from .pipeline import PipelineError, load
@@ -374,19 +374,30 @@ def evaluate(generated: str, reference: str, metrics: str | list[str], *, prompt
         _need(metric, len(pics.images), "generated")
         if metric in ("fid", "kid", "pr", "diversity"):
             _need(metric, len(ref), "reference")
-    inception = Inception() if _INCEPTION & set(metrics) else None
+    if space not in ("inception", "vgg19"):
+        raise MetricsError(f"--features must be inception or vgg19, got {space!r}")
+    knn = {"pr", "diversity", "memorisation"} & set(metrics)
+    need = {"fid", "kid"} & set(metrics) or (knn and space == "inception")
+    inception = Inception() if need else None
+    net = VGGFeatures() if knn and space == "vgg19" else inception         # the space of the k-NN metrics
+    where = (net.name, getattr(net, "resize", INCEPTION_RESIZE)) if net is not None else None
     gen_f = features(pics.images, inception, pics.key, progress=progress) if inception else None
-    ref_f = features(ref, inception, progress=progress) if (_INCEPTION - {"memorisation"}) & set(metrics) else None
+    ref_f = features(ref, inception, progress=progress) if inception and {"fid", "kid"} & set(metrics) else None
+    gen_k = gen_f if net is inception else features(pics.images, net, pics.key, progress=progress) if net else None
+    ref_k = ref_f if net is inception and ref_f is not None else \
+        features(ref, net, progress=progress) if net and {"pr", "diversity"} & set(metrics) else None
     for metric in metrics:
-        if metric in ("fid", "kid", "pr", "diversity"):
+        if metric in ("fid", "kid"):
             report.rows += inception_rows(metric, gen_f, ref_f, rounds)
+        elif metric in ("pr", "diversity"):
+            report.rows += inception_rows(metric, gen_k, ref_k, rounds, where)
             if metric == "diversity" and ref.labels is not None and int(np.asarray(ref.labels).max()) > 0:
                 report.rows += coverage_rows(pics, ref)
         elif metric == "memorisation":
             train_ds = dataset(train, size)
             report.info["train"] = train_ds.source
-            report.rows += memorisation_rows(gen_f, features(train_ds, inception, progress=progress), pics.images,
-                                             train_ds.images, report.plots)
+            report.rows += memorisation_rows(gen_k, features(train_ds, net, progress=progress), pics.images,
+                                             train_ds.images, report.plots, where)
         elif metric == "clip":
             report.rows += clip_rows(pics, scorer, report.plots)
         else:

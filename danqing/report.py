@@ -81,7 +81,8 @@ def run(args, extra) -> None:
     if args.report:
         require_matplotlib()                                          # fail before the long part
     report = evaluate(args.generated, args.reference, args.metrics, prompts_file=args.prompts, train=args.train,
-                      n=args.n, scorer=args.scorer, rounds=args.bootstrap)
+                      n=args.n, scorer=args.scorer, rounds=args.bootstrap,
+                      space=args.features)
     t = Table(*COLUMNS, title=f"{report.generated}\nagainst {report.reference}")
     for r in report.rows:
         t.add_row(*r.cells())

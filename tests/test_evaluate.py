@@ -311,3 +311,21 @@ def test_class_coverage_with_a_judge_trained_on_the_reference(inception, tmp_pat
     by = rows({"rows": [vars(r) for r in report.rows]})
     assert by["class coverage"]["value"] == 0.5 and "100.0% held-out accuracy" in by["class coverage"]["extractor"]
     assert list((cache_dir / "judges").glob("*.safetensors"))              # trained once, then cached
+
+
+def test_knn_metrics_in_vgg19_space(folders, tmp_path):
+    """--features vgg19: precision/recall and memorisation in VGG19 features, FID still from Inception."""
+    from danqing.metrics import VGGFeatures
+    try:
+        VGGFeatures()
+    except MetricsError as e:
+        pytest.skip(str(e))
+    train, gen = folders
+    report = evaluate(str(train), str(train), "pr", space="vgg19", progress=False)
+    by = rows({"rows": [vars(r) for r in report.rows]})
+    assert by["precision (k=3)"]["value"] == 1.0 and by["recall (k=3)"]["value"] == 1.0
+    assert by["precision (k=3)"]["extractor"] == "vgg19-relu5_1-mean"
+    with pytest.warns(DataWarning):
+        report = evaluate(str(gen), str(train), "memorisation", train=str(train), space="vgg19", progress=False)
+    by = rows({"rows": [vars(r) for r in report.rows]})
+    assert by["copy rate"]["value"] >= COPIES / N and by["copy rate"]["extractor"] == "vgg19-relu5_1-mean"

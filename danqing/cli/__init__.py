@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--scorer", metavar="RUN_FOLDER", help="clip: a prompt-consistency scorer (danqing train scorer)")
     ev.add_argument("--report", metavar="OUT_DIR", help="write report.json, report.html and the plots here")
     ev.add_argument("--bootstrap", type=int, default=10, metavar="R", help="FID bootstrap rounds (0: no interval)")
+    ev.add_argument("--features", choices=["inception", "vgg19"], default="inception",
+                    help="the feature space of pr, diversity and memorisation (FID and KID always use Inception)")
     ev.set_defaults(fn=cmd_eval)
 
     m = sub.add_parser("models", help="list model families and presets")

@@ -32,10 +32,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["INCEPTION_RESIZE", "Inception", "MetricsError", "extract", "find_inception", "find_weights",
-           "resize_tf_bilinear", "to_uint8"]
+__all__ = [
+    "INCEPTION_RESIZE",
+    "Inception",
+    "MetricsError",
+    "VGGFeatures",
+    "extract",
+    "find_inception",
+    "find_weights",
+    "resize_tf_bilinear",
+    "to_uint8",
+]
 
 INCEPTION_RESIZE = "tf1-bilinear"           # the resize mode reports name
 
@@ -152,6 +162,35 @@ class Inception(nn.Module):
                                f"{tuple(images.shape)}; convert generated tensors with to_uint8")
         x = resize_tf_bilinear(images.float(), 299)
         return self.net((x - 128) / 128).double()
+
+
+class VGGFeatures(nn.Module):
+    """uint8 (B, 3, H, W) pictures -> (B, 512) VGG19 relu5_1 activations averaged over space.
+
+    The offline VGG19 shared with style transfer (``danqing.style.load_vgg19``), the whole picture resized to
+    224×224 (antialiased bilinear).  A second feature space for the k-NN metrics (precision/recall, diversity,
+    memorisation), as Kynkäänniemi et al. 2019 used VGG features; FID and KID stay on Inception.
+    """
+
+    name = "vgg19-relu5_1-mean"
+    dim = 512
+    resize = "bilinear-antialias-224"
+
+    def __init__(self):
+        super().__init__()
+        from ..style import StyleError, load_vgg19
+        try:
+            self.net = load_vgg19()
+        except StyleError as e:
+            raise MetricsError(f"VGG19 features need the VGG19 weights: {e}") from None
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise MetricsError(f"VGG19 features take uint8 (B, 3, H, W) pictures, got {images.dtype} "
+                               f"{tuple(images.shape)}")
+        x = F.interpolate(images.float(), size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
+        return self.net(x / 127.5 - 1, "relu5_1")["relu5_1"].mean(dim=(2, 3)).double()
 
 
 def extract(extractor: nn.Module, batches: Iterable[Tensor], *, device: str | torch.device = "cpu",
