@@ -5,12 +5,10 @@ data loaded in RGB at their size.  Data set features are cached in ``cache_root(
 from __future__ import annotations
 
 import json
-import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +17,7 @@ from PIL import Image
 
 from .config import DataConfig
 from .data import ImageDataset, cache_root, load_dataset
+from .fileio import atomic_write
 from .metrics import (
     EFFICIENTNET_RESIZE,
     INCEPTION_RESIZE,
@@ -107,16 +106,6 @@ def _batches(images: np.ndarray):
         yield torch.from_numpy(np.array(images[i:i + BATCH]))          # a copy: caches are read-only maps
 
 
-def _write(path: Path, save: Callable[[BinaryIO], object]) -> Path:
-    """Write a file atomically: ``save(file)`` into a temporary file beside it, then os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        save(f)
-    os.replace(tmp, path)
-    return path
-
-
 def features(data: ImageDataset | np.ndarray, extractor: torch.nn.Module, key: str | None = None, *,
              progress: bool = False) -> np.ndarray:
     """Features (N, D) of a data set or of uint8 (N, 3, H, W) pictures, cached on disk under ``key`` (a data
@@ -133,7 +122,7 @@ def features(data: ImageDataset | np.ndarray, extractor: torch.nn.Module, key: s
             pass                                                      # damaged: compute again
     out = extract(extractor, _batches(images), progress=progress, total=len(images))
     if path is not None:
-        _write(path, lambda f: np.save(f, out))
+        atomic_write(path, lambda f: np.save(f, out))
     return out
 
 

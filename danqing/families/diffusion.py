@@ -218,7 +218,6 @@ class Diffusion(nn.Module):
         if mask is not None and init is None:
             raise ValueError("inpainting needs the image to keep: pass init together with mask")
         device = self.null_device
-        ch, res = self.shape[0], size // (self.ae.factor if self.ae is not None else 1)
         sigmas = karras_sigmas(steps or c.steps, c.sigma_min, c.sigma_max, c.rho).to(device)
         noise = self.noise(n, generator, size) if noise is None else noise.to(device)
         known = None
@@ -240,7 +239,7 @@ class Diffusion(nn.Module):
         latent_mask = None
         if mask is not None:
             mask = mask.to(device).float()
-            latent_mask = F.adaptive_max_pool2d(mask, (res, res))      # a latent cell touching the paint area is painted
+            latent_mask = F.adaptive_max_pool2d(mask, noise.shape[-2:])  # a latent cell touching the paint area is painted
             inner = denoise
             denoise = lambda x_, s_: latent_mask * inner(x_, s_) + (1 - latent_mask) * known  # noqa: E731
         x = SAMPLERS[name](denoise, x, sigmas, generator=generator, callback=callback)

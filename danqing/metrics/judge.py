@@ -9,13 +9,14 @@ own reliability.  Trained judges are cached per data fingerprint.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
+
+from ..fileio import atomic_write
 
 __all__ = ["Judge", "load_or_train_judge", "train_judge"]
 
@@ -82,9 +83,6 @@ def load_or_train_judge(ds, cache_dir=None) -> tuple[Judge, float]:
         return net.eval(), float(json.loads(meta.read_text())["accuracy"])
     images = torch.from_numpy(np.array(ds.images)).float() / 127.5 - 1
     net, acc = train_judge(images, torch.from_numpy(np.asarray(ds.labels)))
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(net.state_dict(), str(tmp))
-    os.replace(tmp, path)
-    meta.write_text(json.dumps({"accuracy": acc, "source": ds.source}) + "\n")
+    atomic_write(path, save(net.state_dict()))
+    atomic_write(meta, (json.dumps({"accuracy": acc, "source": ds.source}) + "\n").encode())
     return net, acc

@@ -10,7 +10,6 @@ threads behind a lock: every statement is short, and SQLite serialises writers a
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import threading
@@ -18,6 +17,8 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from ..fileio import atomic_write
 
 ID = re.compile(r"^[0-9a-f]{32}$")        # what new_id() makes: anything else names nothing
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -71,21 +72,6 @@ CREATE TABLE IF NOT EXISTS ratings (
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def atomic_write(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 class Store:

@@ -36,6 +36,7 @@ from safetensors.torch import save_file
 
 from ..data.cache import progress_bar
 from ..data.sources import cache_root
+from ..fileio import atomic_write
 from ..protocol import Cond
 from .encoder import TextEncoder, _checked_prompts
 
@@ -110,7 +111,7 @@ class _Store:
     def write_index(self) -> None:
         index = {"format": INDEX_FORMAT, "max_tokens": self.max_tokens, "dim": self.dim,
                  "shards": sorted(self.shards), "entries": self.entries}
-        _atomic_write(self.folder / "index.json", json.dumps(index, ensure_ascii=False).encode("utf-8"))
+        atomic_write(self.folder / "index.json", json.dumps(index, ensure_ascii=False).encode("utf-8"))
 
     # ------------------------------------------------------------ shards
 
@@ -227,20 +228,6 @@ class EmbeddingCache:
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _temp_name(path: Path) -> Path:
