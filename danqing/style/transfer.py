@@ -270,8 +270,7 @@ def transfer(content: str | Path | Image.Image, styles: Sequence[str | Path | Im
             model, name, sha = decoder
         else:
             model, name, sha = load_decoder(decoder, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=half):
-            out = model.stylize(work_c, work_s, weights, alpha)
+        out = model.stylize(work_c, work_s, weights, alpha, dtype=torch.bfloat16 if half else torch.float32)
         p.alpha, p.decoder, p.decoder_weights = float(alpha), name, sha
     if preserve_color == "luminance":
         out = with_chroma(out.float(), c).clamp(-1, 1)

@@ -176,7 +176,7 @@ class VGG19(nn.Module):
                 f"a {x.shape[-2]}x{x.shape[-1]} image is too small for {LAYER_NAMES[last]}: it sits after "
                 f"{_POOLS_BEFORE[last]} max-pools, so needs at least {need}x{need} pixels; "
                 "upsample the images or request shallower layers")
-        h = self.preprocess(x)
+        h = self.preprocess(x).to(self.features[0].weight.dtype)      # bf16 copies take bf16 in
         out: dict[str, Tensor] = {}
         for i in range(last + 1):
             h = self.features[i](h)

@@ -1,0 +1,86 @@
+"""A contact sheet of style transfer: content photos (rows) x styles (column pairs), Gatys and AdaIN side by side.
+
+    python bench/style_sheet.py [--size 384] [--steps 100] [--decoder RUN] [--alpha 1] -o docs/style-sheet.png
+
+The pictures come from `danqing data fetch photos` and `danqing data fetch paintings` (fetch both first).
+The first row shows the style pictures, the first column the content photos; every other cell is the
+content painted in its column's style, by Gatys et al. (library defaults, --steps L-BFGS iterations) or
+by AdaIN (the bundled decoder unless --decoder).  The seconds each method took are printed per cell.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from PIL import Image, ImageDraw, ImageFont
+
+from danqing.data.sources import cache_root
+from danqing.style import load_decoder, transfer
+from danqing.style.vgg import StyleError
+
+CONTENTS = ["scikit-learn/china.jpg", "tuxpaint/lighthouse.jpg", "tuxpaint/sheep.jpg", "opencv/fruits.jpg"]
+STYLES = ["starry-night/starry_night.jpg", "leiden-aratea/aratea_small_leo.jpg", "gimp-patterns/Legacy-pastel.png",
+          "krita-patterns/13_drawed_swirl.png"]
+
+
+def square(img: Image.Image, side: int) -> Image.Image:
+    """The centre square of ``img``, resized to side x side (for a tidy grid)."""
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return img.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=384, help="longest side the pictures are painted at")
+    ap.add_argument("--cell", type=int, default=192, help="side of a cell in the sheet")
+    ap.add_argument("--steps", type=int, default=100, help="Gatys L-BFGS iterations")
+    ap.add_argument("--alpha", type=float, default=1.0, help="AdaIN content/style trade-off")
+    ap.add_argument("--decoder", help="an AdaIN run or checkpoint (default: the bundled decoder)")
+    ap.add_argument("-o", "--output", default="style-sheet.png")
+    a = ap.parse_args()
+
+    root = cache_root() / "sources"
+    contents = [root / "photos" / "images" / p for p in CONTENTS]
+    styles = [root / "paintings" / "images" / p for p in STYLES]
+    missing = [str(p) for p in contents + styles if not p.is_file()]
+    if missing:
+        raise SystemExit(f"missing pictures ({', '.join(missing)}); run `danqing data fetch photos` and "
+                         "`danqing data fetch paintings` first")
+    try:
+        decoder = load_decoder(a.decoder)
+    except StyleError as e:
+        raise SystemExit(str(e)) from None
+
+    c, pad, head = a.cell, 6, 18
+    cols = 1 + 2 * len(styles)
+    sheet = Image.new("RGB", (cols * (c + pad) + pad, (1 + len(contents)) * (c + pad) + head + pad), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+
+    def at(col: int, row: int) -> tuple[int, int]:
+        return pad + col * (c + pad), head + pad + row * (c + pad)
+
+    for j, s in enumerate(styles):
+        x, y = at(1 + 2 * j, 0)
+        sheet.paste(square(Image.open(s), c), (x + (c + pad) // 2, y))
+        draw.text((x, 4), "Gatys", fill="black", font=font)
+        draw.text((x + c + pad, 4), "AdaIN", fill="black", font=font)
+    for i, p in enumerate(contents):
+        sheet.paste(square(Image.open(p), c), at(0, 1 + i))
+        for j, s in enumerate(styles):
+            t0 = time.perf_counter()
+            g = transfer(p, [s], method="gatys", size=a.size, steps=a.steps)
+            t1 = time.perf_counter()
+            d = transfer(p, [s], method="adain", decoder=decoder, size=a.size, alpha=a.alpha)
+            t2 = time.perf_counter()
+            sheet.paste(square(g, c), at(1 + 2 * j, 1 + i))
+            sheet.paste(square(d, c), at(2 + 2 * j, 1 + i))
+            print(f"{p.name} x {s.name}: gatys {t1 - t0:.1f} s, adain {t2 - t1:.2f} s", flush=True)
+    sheet.save(a.output)
+    print(f"wrote {a.output}: {len(contents)} photos x {len(styles)} styles at {a.size} px")
+
+
+if __name__ == "__main__":
+    main()
