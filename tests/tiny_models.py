@@ -40,3 +40,19 @@ def train_tiny(root, *families):
         assert main(["train", family, "--data", "digits", "--preset", "tiny", *FAST, *extra,
                      "--out", str(root / name)]) == 0
     return root
+
+
+def train_tiny_adain(root):
+    """A tiny AdaIN decoder trained 2 steps through the CLI on synthetic pictures, into ``root``/"run"."""
+    import numpy as np
+    from PIL import Image
+
+    from danqing.cli import main
+    g = np.random.default_rng(0)
+    for i in range(3):
+        for kind, size in (("content", (48, 40)), ("style", (40, 40))):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(g.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(size).save(root / kind / f"{i}.png")
+    assert main(["train", "adain", "--preset", "tiny", "--content", str(root / "content"), "--style",
+                 str(root / "style"), "--steps", "2", "--batch-size", "2", "--out", str(root / "run"), "-q"]) == 0
+    return root / "run"

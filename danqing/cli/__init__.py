@@ -7,7 +7,7 @@
     danqing export CKPT -o FOLDER
     danqing data info|preview|fetch SRC
     danqing models
-    danqing studio [--host 127.0.0.1] [--port 7860] [--data-dir ./studio-data] [--runs ./runs] [--queue 32]
+    danqing studio [--host 127.0.0.1] [--port 7860] [--data-dir ./studio-data] [--runs ./runs] [--queue 32] [--decoder RUN]
     danqing style CONTENT --style STYLE [--style S2 --style-weights 0.7,0.3] [--method gatys|adain] -o out.png
 
 One module per group of verbs (train.py, paint.py, data.py, studio.py, style.py); this one builds the parser and
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--data-dir", default="./studio-data", help="jobs, images, uploads and the history database")
     st.add_argument("--runs", default="./runs", help="run and checkpoint folders to offer as models")
     st.add_argument("--queue", type=int, default=32, help="jobs that may wait; more are refused (HTTP 429)")
+    st.add_argument("--decoder", metavar="RUN", help="the AdaIN decoder of style jobs (default: the bundled one)")
     st.set_defaults(fn=cmd_studio)
 
     sy = sub.add_parser("style", help="paint a photo in the style of paintings (Gatys et al. or AdaIN; docs/style.md)")

@@ -44,7 +44,7 @@ def cmd_studio(args: argparse.Namespace, extra: Sequence[str]) -> None:
         print(f"warning: serving on {args.host}, which other machines can reach: anyone who can connect can "
               "paint, read the history and upload files (there is no login). Use --host 127.0.0.1 to keep it "
               "private.", file=sys.stderr)
-    app = create_app(args.data_dir, runs_dir=args.runs, queue_size=args.queue,
+    app = create_app(args.data_dir, runs_dir=args.runs, queue_size=args.queue, decoder=args.decoder,
                      # on loopback, refuse other Host names: a web page elsewhere cannot rebind a name to us
                      allowed_hosts=[*LOOPBACK_NAMES, args.host] if loopback and ":" not in args.host else None)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -7,7 +7,9 @@
 Each job goes through ``danqing.pipeline``: ``Pipeline.__call__`` (txt2img, img2img, inpaint, best_of),
 ``variations``, ``interpolate``, and a grid of single-picture calls composed into one sheet.  The sampler's
 callback reports progress (with a small preview of the first picture) and is where cancelling and stopping
-happen: it raises.  The two most recently used pipelines stay loaded.
+happen: it raises.  The two most recently used pipelines stay loaded.  A style job goes through
+``danqing.style.transfer``: gatys reports each loss evaluation to its callback, which asks it to stop when the
+job is cancelled (by returning True); adain is one step, with the decoder loaded once and kept.
 
 State lives in the store, so a job queued or running when the server stops is queued again when it starts.
 """
@@ -22,11 +24,13 @@ import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from .. import pipeline as pl
+from ..images import save_with_params
 from . import sheet
 from .catalog import Catalog
 from .store import Store, new_id
@@ -62,9 +66,12 @@ class Runner:
     """The queue and its single worker thread."""
 
     def __init__(self, store: Store, catalog: Catalog, *, queue_size: int = 32, device: str = "cpu",
-                 start: bool = True, cache_size: int = 2, bf16: str = "auto"):
+                 start: bool = True, cache_size: int = 2, bf16: str = "auto", decoder: str | Path | None = None):
         self.store, self.catalog, self.queue_size = store, catalog, queue_size
         self.device, self.cache_size, self.bf16 = device, cache_size, bf16
+        self.decoder_path = decoder                                      # AdaIN: None = the bundled decoder
+        self._decoder: tuple | None = None
+        self._decoder_lock = threading.Lock()
         self.on_step: Callable[[str, int, int], None] | None = None     # a hook (tests hold a job running with it)
         self._cv = threading.Condition()
         self._queue: deque[str] = deque(store.unfinished())              # restart: what was left, in order
@@ -154,6 +161,14 @@ class Runner:
         with self._cv:
             return len(self._queue) + (self._current is not None)
 
+    def decoder(self) -> tuple:
+        """The AdaIN decoder, loaded on first use and kept (``load_decoder``'s tuple); StyleError when none."""
+        from ..style import load_decoder
+        with self._decoder_lock:
+            if self._decoder is None:
+                self._decoder = load_decoder(self.decoder_path, self.device)
+            return self._decoder
+
     # ---------------------------------------------------------------- the worker
 
     def _loop(self) -> None:
@@ -187,15 +202,7 @@ class Runner:
             return
         req = job["request"]
         try:
-            entry = self.catalog.get(req["model"])
-            if entry is None:
-                raise pl.PipelineError(f"the model {req['model']!r} is no longer there (GET /api/models lists them)")
-            plan = self._plan(req, entry)
-            self.store.set_state(job_id, "running", steps=sum(plan))
-            self._live[job_id] = {"step": 0, "steps": sum(plan), "eta_s": None, "preview": None}
-            pipe = self._pipeline(entry)
-            self._checkpoint(job_id)
-            images = self._paint(job_id, req, pipe, _Progress(self, job_id, pipe, plan))
+            images, plan = (self._style if req["type"] == "style" else self._painting)(job_id, req)
             saved = [self._save(img, req) for img in images]
         except Cancelled:
             self.store.set_state(job_id, "cancelled")
@@ -208,6 +215,47 @@ class Runner:
             self.store.set_state(job_id, "failed", error=str(e) if user else f"{type(e).__name__}: {e}")
         else:
             self.store.finish(job_id, saved, sum(plan))
+
+    def _started(self, job_id: str, plan: list[int]) -> None:
+        self.store.set_state(job_id, "running", steps=sum(plan))
+        self._live[job_id] = {"step": 0, "steps": sum(plan), "eta_s": None, "preview": None}
+
+    def _painting(self, job_id: str, req: dict[str, Any]) -> tuple[list[Image.Image], list[int]]:
+        entry = self.catalog.get(req["model"])
+        if entry is None:
+            raise pl.PipelineError(f"the model {req['model']!r} is no longer there (GET /api/models lists them)")
+        plan = self._plan(req, entry)
+        self._started(job_id, plan)
+        pipe = self._pipeline(entry)
+        self._checkpoint(job_id)
+        return self._paint(job_id, req, pipe, _Progress(self, job_id, plan, pipe)), plan
+
+    def _style(self, job_id: str, req: dict[str, Any]) -> tuple[list[Image.Image], list[int]]:
+        """Style transfer from stored pictures (their file names, ids, go into the PNG's parameters)."""
+        from ..style import transfer
+        gatys = req["method"] == "gatys"
+        plan = [req["steps"] if gatys else 1]
+        self._started(job_id, plan)
+        content = self._path(req["init_image"]) if req["init_image"] else self._path(req["content_image"], "image")
+        styles = [self._path(u) for u in req["styles"]]
+        decoder = None if gatys else self.decoder()
+        self._checkpoint(job_id)
+        progress = _Progress(self, job_id, plan)
+
+        def callback(p) -> bool:                   # a gatys.Progress, after every loss evaluation
+            step, plan[0] = _gatys_step(p, req["steps"])
+            try:
+                progress.report(step, plan[0])
+            except (Cancelled, Stopping):
+                return True                        # transfer stops; the checkpoint below says why
+            return False
+
+        img = transfer(content, styles, method=req["method"], style_weights=req["style_weights"],
+                       alpha=1.0 if gatys else req["alpha"], preserve_color=req["preserve_color"], size=req["size"],
+                       steps=req["steps"], decoder=decoder, bf16=self.bf16, device=self.device,
+                       callback=callback if gatys else None)
+        self._checkpoint(job_id)
+        return [img], plan
 
     def _plan(self, req: dict[str, Any], entry: dict[str, Any]) -> list[int]:
         """Expected sampler steps of each pipeline call of the job (1 for a one-pass GAN or VAE)."""
@@ -237,13 +285,18 @@ class Runner:
             self._pipes.popitem(last=False)
         return pipe
 
+    def _path(self, ident: str, what: str = "upload") -> Path:
+        """The file of an upload (or, ``what="image"``, of a history picture); PipelineError when it is gone."""
+        path = self.store.upload_path(ident) if what == "upload" else self.store.image_path(ident)
+        if path is None:
+            again = "upload the picture again" if what == "upload" else "choose another picture"
+            raise pl.PipelineError(f"the {what} {ident} is gone; {again}")
+        return path
+
     def _upload(self, upload_id: str | None) -> Image.Image | None:
         if upload_id is None:
             return None
-        path = self.store.upload_path(upload_id)
-        if path is None:
-            raise pl.PipelineError(f"the upload {upload_id} is gone; upload the picture again")
-        with Image.open(path) as img:
+        with Image.open(self._path(upload_id)) as img:
             img.load()
             return img.copy()
 
@@ -295,17 +348,31 @@ class Runner:
             params, a1111 = img.info["sheet"]
             sheet.save_sheet(img, path, params, a1111)
         else:
-            pl.Pipeline.save(img, path)
+            save_with_params(img, path)                       # a painting's Params or a StyleParams
             params = asdict(img.info["params"])
-        return {"id": image_id, "type": req["type"], "model": req["model"], "prompt": params["prompt"],
+        # what the history searches: the prompt, or a style picture's description line (its A1111 text's first)
+        prompt = img.info["params"].a1111().split("\n")[0] if req["type"] == "style" else params["prompt"]
+        return {"id": image_id, "type": req["type"], "model": req["model"], "prompt": prompt,
                 "params": params, "width": img.size[0], "height": img.size[1]}
 
 
-class _Progress:
-    """The sampler callback of one job: progress, ETA and previews into the runner; cancelling and stopping."""
+def _gatys_step(p, steps: int) -> tuple[int, int]:
+    """(step, steps) of a gatys.Progress: each scale's iteration budget as gatys.gatys sets it (``steps``; the
+    last of several scales half), loss evaluations counted against it (L-BFGS may evaluate more than once)."""
+    budgets = [steps] * p.scales
+    if p.scales > 1:
+        budgets[-1] = max(1, steps // 2)
+    return sum(budgets[:p.scale]) + min(p.evaluation, budgets[p.scale]), sum(budgets)
 
-    def __init__(self, runner: Runner, job_id: str, pipe: pl.Pipeline, plan: list[int]):
-        self.runner, self.job_id, self.pipe, self.plan = runner, job_id, pipe, plan
+
+class _Progress:
+    """One job's progress, ETA and previews into the runner, and where cancelling and stopping happen (it raises).
+
+    A painting job passes it to the pipeline as the sampler callback; a style job calls ``report``.
+    """
+
+    def __init__(self, runner: Runner, job_id: str, plan: list[int], pipe: pl.Pipeline | None = None):
+        self.runner, self.job_id, self.plan, self.pipe = runner, job_id, plan, pipe
         self.call, self.done_before = 0, 0
         self.t0 = time.monotonic()
         self.last_preview = -1e9
@@ -315,23 +382,30 @@ class _Progress:
         self.call = min(self.call + 1, len(self.plan) - 1)
 
     def __call__(self, i: int, steps: int, x, denoised) -> None:
-        r = self.runner
-        r._checkpoint(self.job_id)
-        if r.on_step is not None:
-            r.on_step(self.job_id, i, steps)
-            r._checkpoint(self.job_id)
-        total = sum(self.plan)
         if len(self.plan) == 1:
             step, total = i + 1, steps
         else:
+            total = sum(self.plan)
             step = min(total, round(self.done_before + (i + 1) / steps * self.plan[self.call]))
+        self.report(step, total, hook=(i, steps), preview=lambda: self.pipe.preview(denoised[:1])[0],
+                    force=i == 0 or i + 1 == steps)
+
+    def report(self, step: int, total: int, *, hook: tuple[int, int] | None = None,
+               preview: Callable[[], Image.Image] | None = None, force: bool = False) -> None:
+        """``step`` of ``total`` done; ``hook``: (i, steps) for ``Runner.on_step``; ``preview`` makes a picture
+        (at most every PREVIEW_EVERY seconds, unless ``force``)."""
+        r = self.runner
+        r._checkpoint(self.job_id)
+        if r.on_step is not None:
+            r.on_step(self.job_id, *(hook or (step - 1, total)))
+            r._checkpoint(self.job_id)
         elapsed = time.monotonic() - self.t0
         eta = round(elapsed / step * (total - step), 1) if step else None
         live = dict(r._live.get(self.job_id) or {})
         now = time.monotonic()
-        if now - self.last_preview >= PREVIEW_EVERY or i == 0 or i + 1 == steps:
+        if preview is not None and (force or now - self.last_preview >= PREVIEW_EVERY):
             try:
-                live["preview"] = data_url(self.pipe.preview(denoised[:1])[0])
+                live["preview"] = data_url(preview())
                 self.last_preview = now
             except Exception:                                  # noqa: BLE001, S110 - a preview never fails the job
                 pass

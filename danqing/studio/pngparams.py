@@ -1,4 +1,5 @@
-"""Painting parameters read back from a PNG: danqing's own ``danqing`` chunk, else an A1111 ``parameters`` text.
+"""Painting parameters read back from a PNG: danqing's own ``danqing`` chunk (a painting's or a style
+picture's), else an A1111 ``parameters`` text.
 
 The A1111 text (also written by danqing, ComfyUI exporters, civitai ...) is
 
@@ -56,7 +57,11 @@ def parameters_from_png(data: bytes) -> dict[str, Any]:
 
 
 def danqing_fields(data: dict[str, Any]) -> dict[str, Any]:
-    """A ``danqing`` chunk as Params fields (unknown keys dropped; a grid sheet keeps its ``grid``)."""
+    """A ``danqing`` chunk as Params fields, or StyleParams fields for a style picture (``"kind": "style"``);
+    unknown keys dropped; a grid sheet keeps its ``grid``."""
+    if data.get("kind") == "style":
+        from ..style import StyleParams
+        return asdict(StyleParams(**{k: v for k, v in data.items() if k in StyleParams.__dataclass_fields__}))
     known = set(Params.__dataclass_fields__)
     out = asdict(Params(**{k: v for k, v in data.items() if k in known}))
     if isinstance(data.get("grid"), dict):

@@ -2,21 +2,30 @@
 
 ``JobRequest`` refuses what is wrong for any model (pydantic: a 422 naming the field); ``check`` then refuses
 what is wrong for the chosen model, raising ``Invalid(field, message)``, which the server turns into the same
-kind of 422.  What passes both is what the worker paints, so a job rarely fails after it was accepted.
+kind of 422.  A style job names no model: ``check_style`` checks it against its pictures and the methods
+available.  What passes is what the worker paints, so a job rarely fails after it was accepted.
 """
 from __future__ import annotations
 
 import secrets
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_PROMPT = 500
 MAX_SEED = 2**32 - 1
 MAX_CELLS = 64
-JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid")
+MAX_STEPS = 200                  # sampler steps; gatys style transfer may take up to MAX_STYLE_STEPS iterations
+MAX_STYLE_STEPS = 500
+STYLE_MIN_SIDE, STYLE_SIZES = 64, (64, 1024)          # style transfer: smallest picture side, output size range
+STYLE_SIZE, STYLE_STEPS = 512, 100                     # ... and its defaults
+JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style")
 AXES = ("prompt", "seed", "steps", "guidance", "sampler", "strength")
-UPLOAD_ID = r"^[0-9a-f]{32}$"
+UPLOAD_ID = r"^[0-9a-f]{32}$"              # also the shape of an image id: both are made by the store
+STYLE_FIELDS = ("content_image", "styles", "style_weights", "method", "alpha", "preserve_color")
+STYLE_TAKES = ("type", "model", "init_image", "size", "steps", *STYLE_FIELDS)
+STYLE_MODEL = "style"                      # the model a style job and its pictures are listed under
 
 
 class Invalid(ValueError):
@@ -44,7 +53,7 @@ def _axis_value(param: str, v: Any) -> Any:
     if param in ("seed", "steps"):
         if not num.is_integer():
             raise ValueError(f"{param} values must be whole numbers, got {v!r}")
-        lo, hi = (0, MAX_SEED) if param == "seed" else (1, 200)
+        lo, hi = (0, MAX_SEED) if param == "seed" else (1, MAX_STEPS)
         if not lo <= num <= hi:
             raise ValueError(f"{param} values must be between {lo} and {hi}, got {v!r}")
         return int(num)
@@ -72,18 +81,20 @@ class JobRequest(BaseModel):
     """A job: its type and the painting parameters (null: the model's default)."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid"] = "txt2img"
-    model: str = Field(min_length=1, max_length=300, description="a name from GET /api/models")
+    type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style"] = "txt2img"
+    model: str | None = Field(None, min_length=1, max_length=300,
+                              description="a name from GET /api/models (style jobs take none)")
     prompt: str = Field("", max_length=MAX_PROMPT)
     negative_prompt: str = Field("", max_length=MAX_PROMPT)
     n: int = Field(4, ge=1, le=16, description="pictures (txt2img, img2img, inpaint, variations)")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="null: a random seed")
-    steps: int | None = Field(None, ge=1, le=200)
+    steps: int | None = Field(None, ge=1, le=MAX_STYLE_STEPS, description="sampler steps (1-200); "
+                              "style (gatys): L-BFGS iterations (1-500, default 100)")
     guidance: float | None = Field(None, ge=0, le=30)
     sampler: str | None = Field(None, max_length=40)
     size: int | None = Field(None, ge=1, le=4096)
     best_of: int = Field(1, ge=1, le=16)
-    init_image: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id")
+    init_image: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id (style: the content)")
     mask: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id: white = repaint")
     strength: float = Field(0.6, gt=0, le=1, description="img2img/inpaint: how much to change")
     variation_strength: float = Field(0.25, ge=0, le=1)
@@ -91,10 +102,21 @@ class JobRequest(BaseModel):
     frames: int = Field(8, ge=2, le=16, description="interpolation: pictures from seed to seed_b")
     x: Axis | None = Field(None, description="grid: the columns")
     y: Axis | None = Field(None, description="grid: the rows (optional)")
+    content_image: str | None = Field(None, pattern=UPLOAD_ID, description="style: a history image id as the content")
+    styles: list[Annotated[str, Field(pattern=UPLOAD_ID)]] | None = Field(
+        None, min_length=1, max_length=4, description="style: 1-4 upload ids of style pictures")
+    style_weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, max_length=4, description="style: one non-negative weight per style (default equal)")
+    method: Literal["adain", "gatys"] | None = Field(None, description="style: adain (default) or gatys")
+    alpha: float | None = Field(None, ge=0, le=1, description="style (adain): 0 = the content, 1 = the style")
+    preserve_color: Literal["luminance", "histogram"] | None = Field(None, description="style: keep the content's "
+                                                                     "colours")
 
     @model_validator(mode="after")
     def _fits_type(self) -> JobRequest:
         t = self.type
+        if t == "style":
+            return self                        # check_style: its fields depend on each other and on the store
         if t in ("img2img", "inpaint") and self.init_image is None:
             raise ValueError(f"{t} needs init_image (an upload id from POST /api/uploads)")
         if t == "inpaint" and self.mask is None:
@@ -128,8 +150,15 @@ class JobRequest(BaseModel):
 
 def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[str, Any]:
     """Refuse what does not fit ``model`` (a catalog entry); return the request to store, the seed drawn."""
+    for f in STYLE_FIELDS:
+        if getattr(req, f) is not None:
+            raise Invalid(f, f"{f} belongs to style jobs (type style), not to {req.type}")
     if model is None:
-        raise Invalid("model", f"no model named {req.model!r}; GET /api/models lists them")
+        raise Invalid("model", "give model: a name from GET /api/models" if req.model is None else
+                      f"no model named {req.model!r}; GET /api/models lists them")
+    if req.steps is not None and req.steps > MAX_STEPS:
+        raise Invalid("steps", f"steps must be less than or equal to {MAX_STEPS} (up to {MAX_STYLE_STEPS} is for "
+                      "gatys style transfer)")
     name, kind, sup = model["name"], model["kind"], model["supports"]
     axes = [a for a in (req.x, req.y) if a is not None]
     varied = {a.param: a.values for a in axes}
@@ -172,4 +201,60 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
         out["seed"] = secrets.randbelow(2**31)
     if not model["samplers"]:                      # a GAN or VAE: one pass, no sampler settings
         out["steps"] = out["guidance"] = out["sampler"] = None
+    return out
+
+
+def check_style(req: JobRequest, upload: Callable[[str], dict | None], image: Callable[[str], dict | None],
+                decoder: Callable[[], Any]) -> dict[str, Any]:
+    """Refuse a style job that cannot run; return the request to store, its defaults filled in.
+
+    ``upload(id)`` and ``image(id)`` give a stored picture's ``width`` and ``height`` (None: no such id);
+    ``decoder()`` raises ValueError (or OSError), saying how to get one, when AdaIN has no decoder.
+    """
+    if req.model not in (None, STYLE_MODEL):
+        raise Invalid("model", f"a style job uses no painter model: leave model out (its pictures are listed "
+                               f"under the model {STYLE_MODEL!r})")
+    for f, info in JobRequest.model_fields.items():
+        if f not in STYLE_TAKES and getattr(req, f) != info.default:
+            raise Invalid(f, f"{f} is a painting setting; a style job takes {', '.join(STYLE_TAKES[2:])}")
+    if (req.init_image is None) == (req.content_image is None):
+        raise Invalid("content_image" if req.content_image else "init_image",
+                      "a style job needs one content picture: init_image (an upload id) or content_image (a "
+                      "history image id)" + (", not both" if req.content_image else ""))
+    if not req.styles:
+        raise Invalid("styles", "a style job needs styles: 1 to 4 upload ids of style pictures")
+    if req.style_weights is not None and len(req.style_weights) != len(req.styles):
+        raise Invalid("style_weights", f"{len(req.style_weights)} weight(s) for {len(req.styles)} style(s): give "
+                                       "one per style")
+    if req.style_weights is not None and sum(req.style_weights) <= 0:
+        raise Invalid("style_weights", "the style weights are all zero: give at least one a positive weight")
+    method = req.method or "adain"
+    if method == "gatys" and req.alpha is not None:
+        raise Invalid("alpha", "alpha is adain's content/style trade-off; gatys takes steps instead")
+    if method == "adain" and req.steps is not None:
+        raise Invalid("steps", "steps are gatys' iterations; adain paints in one pass (it takes alpha)")
+    size = STYLE_SIZE if req.size is None else req.size
+    if not STYLE_SIZES[0] <= size <= STYLE_SIZES[1]:
+        raise Invalid("size", f"style transfer paints a long side of {STYLE_SIZES[0]} to {STYLE_SIZES[1]} px, "
+                              f"not {size}")
+    pictures = [("init_image", req.init_image, upload), ("content_image", req.content_image, image),
+                *(("styles", s, upload) for s in req.styles)]
+    for field, ident, find in pictures:
+        found = None if ident is None else find(ident)
+        if ident is not None and found is None:
+            raise Invalid(field, f"no history image with id {ident}" if find is image else
+                          f"no upload with id {ident}; upload the picture with POST /api/uploads first")
+        if found is not None and min(found["width"], found["height"]) < STYLE_MIN_SIDE:
+            raise Invalid(field, f"the picture {ident} is {found['width']}x{found['height']}; style transfer needs "
+                                 f"at least {STYLE_MIN_SIDE} px on each side")
+    if method == "adain":
+        try:
+            decoder()
+        except (ValueError, OSError) as e:
+            raise Invalid("method", f"{e} (`danqing studio --decoder RUN`); or use method gatys") from None
+    adain = method == "adain"
+    out = req.model_dump()
+    out.update(model=STYLE_MODEL, method=method, size=size,
+               alpha=(1.0 if req.alpha is None else req.alpha) if adain else None,
+               steps=None if adain else req.steps or STYLE_STEPS)
     return out

@@ -43,10 +43,11 @@ class Studio:
     """What the app holds: the store, the model catalog and the job runner."""
 
     def __init__(self, data_dir: str | Path, runs_dir: str | Path | None, queue_size: int, start_worker: bool,
-                 device: str):
+                 device: str, decoder: str | Path | None):
         self.store = Store(data_dir)
         self.catalog = Catalog(runs_dir)
-        self.runner = Runner(self.store, self.catalog, queue_size=queue_size, device=device, start=start_worker)
+        self.runner = Runner(self.store, self.catalog, queue_size=queue_size, device=device, start=start_worker,
+                             decoder=decoder)
 
     def close(self) -> None:
         self.runner.close()
@@ -63,10 +64,11 @@ def invalid(field: str, message: str) -> RequestValidationError:
 
 def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue_size: int = 32, *,
                start_worker: bool = True, device: str = "cpu", static_dir: str | Path = STATIC,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, decoder: str | Path | None = None) -> FastAPI:
     """The studio app.  ``start_worker=False`` leaves the worker stopped (``app.state.studio.runner.start()``);
-    ``allowed_hosts`` refuses other Host headers (against DNS rebinding when serving on loopback)."""
-    studio = Studio(data_dir, runs_dir, queue_size, start_worker, device)
+    ``allowed_hosts`` refuses other Host headers (against DNS rebinding when serving on loopback); ``decoder``:
+    the AdaIN decoder of style jobs (a run or checkpoint folder; None: the bundled one)."""
+    studio = Studio(data_dir, runs_dir, queue_size, start_worker, device, decoder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -105,12 +107,22 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
 
     @app.get("/api/models")
     def models() -> dict[str, Any]:
-        return {"models": catalog.models()}
+        unavailable = {}
+        try:
+            runner.decoder()
+        except (ValueError, OSError) as e:          # no AdaIN decoder: the message says how to get one
+            unavailable["adain"] = str(e)
+        return {"models": catalog.models(), "style": {
+            "methods": [m for m in ("adain", "gatys") if m not in unavailable], "unavailable": unavailable}}
 
     @app.post("/api/jobs", status_code=202)
     def create_job(req: schema.JobRequest) -> dict[str, Any]:
         try:
-            checked = schema.check(req, catalog.get(req.model), lambda u: store.upload_path(u) is not None)
+            if req.type == "style":
+                checked = schema.check_style(req, store.upload, store.image, runner.decoder)
+            else:
+                checked = schema.check(req, catalog.get(req.model) if req.model else None,
+                                       lambda u: store.upload_path(u) is not None)
         except schema.Invalid as e:
             raise invalid(e.field, e.message) from None
         try:

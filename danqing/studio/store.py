@@ -2,7 +2,7 @@
 
     data_dir/studio.sqlite      WAL journal, schema created on open
     data_dir/images/<id>.png    painted pictures (PNG with their parameters)
-    data_dir/uploads/<id>.png   init images and masks, re-encoded
+    data_dir/uploads/<id>.png   init images, masks and style pictures, re-encoded
 
 Ids are ``uuid4().hex``, made here; a file name never comes from a client.  One connection is shared by all
 threads behind a lock: every statement is short, and SQLite serialises writers anyway.
@@ -208,8 +208,13 @@ class Store:
         self._write(("INSERT INTO uploads (id, width, height, mode, bytes, created) VALUES (?, ?, ?, ?, ?, ?)",
                      (upload_id, width, height, mode, len(png), time.time())))
 
+    def upload(self, upload_id: str) -> dict[str, Any] | None:
+        """An upload's ``{id, width, height, mode, bytes, created}``; None for anything else."""
+        row = self._one("SELECT * FROM uploads WHERE id = ?", (upload_id,)) if ID.match(upload_id) else None
+        return None if row is None else dict(row)
+
     def upload_path(self, upload_id: str) -> Path | None:
-        if not ID.match(upload_id) or self._one("SELECT id FROM uploads WHERE id = ?", (upload_id,)) is None:
+        if self.upload(upload_id) is None:
             return None
         path = self.uploads_dir / f"{upload_id}.png"
         return path if path.is_file() else None

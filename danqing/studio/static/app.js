@@ -31,6 +31,7 @@
   const FINAL = new Set(['done', 'failed', 'cancelled']);
   const GRID_PARAMS = ['prompt', 'seed', 'steps', 'guidance', 'sampler', 'strength'];
   const HISTORY_PAGE = 24;
+  const MAX_STYLES = 4;
   const randomSeed = () => crypto.getRandomValues(new Uint32Array(1))[0] % 2147483648;
 
   const state = {
@@ -40,6 +41,9 @@
     jobs: new Map(),           // id -> job this page started
     shown: null,               // the job whose progress the bar shows
     init: null,                // {id, width, height}: the uploaded init image
+    content: null,             // style transfer: {id, upload, url}: an upload, or a picture of the history
+    styles: [],                // style transfer: [{id, url, weight}]: uploads
+    styleInfo: {methods: ['adain', 'gatys'], unavailable: {}},
     mask: {painted: false, upload: null, drawing: false, last: null},
     history: {offset: 0, total: 0, count: 0},
     params: new Map(),         // image id -> its parameters (cache)
@@ -152,14 +156,17 @@
       return;
     }
     state.models = Array.isArray(data) ? data : (data && (data.models || data.items)) || [];
+    if (data && data.style) applyStyleInfo(data.style);
     const select = $('#model');
     if (!state.models.length) {
       select.replaceChildren(el('option', {value: '', text: 'no models'}));
-      showError('No models found: train one (`danqing train ...`) into the runs folder the studio watches.');
+      showError('No models found: train one (`danqing train ...`) into the runs folder the studio watches. '
+        + 'Style transfer needs none.');
       return;
     }
     select.replaceChildren(...state.models.map((m) => el('option', {value: m.name, text: m.name})));
-    fillSelect($('#history-model'), ['', ...state.models.map((m) => m.name)], (v) => v || 'all models');
+    fillSelect($('#history-model'), ['', ...state.models.map((m) => m.name), 'style'],   // style: style transfer's
+      (v) => v || 'all models');
     const saved = localStorage.getItem('danqing.model');
     select.value = state.models.some((m) => m.name === saved) ? saved : state.models[0].name;
     applyModel(false);
@@ -194,7 +201,7 @@
       $('#size').value = String(d.size || m.image_size || sizes[0]);
     }
     const modes = {image: supports(m, 'img2img') || supports(m, 'inpaint'),
-      interpolation: supports(m, 'interpolation'), grid: supports(m, 'grid')};
+      interpolation: supports(m, 'interpolation'), grid: supports(m, 'grid'), style: true};
     for (const [mode, ok] of Object.entries(modes)) {
       const tab = $(`#tab-${mode}`);
       tab.disabled = !ok;
@@ -233,6 +240,7 @@
     for (const tab of $$('.tabs [role="tab"]')) tab.setAttribute('aria-selected', String(tab.dataset.mode === mode));
     for (const panel of $$('.mode-panel')) panel.hidden = !panel.dataset.modes.split(' ').includes(mode);
     $('#n-field').hidden = mode === 'interpolation' || mode === 'grid';
+    $('#form').dataset.mode = mode;            // style transfer hides the painting fields (.paint-only)
   }
 
   // ------------------------------------------------------------------ the seed
@@ -287,6 +295,7 @@
   }
 
   async function buildRequest() {
+    if (state.mode === 'style') return styleRequest();
     const m = state.model;
     if (!m) throw new Error('Choose a model first.');
     const req = {type: 'txt2img', model: m.name};
@@ -330,13 +339,26 @@
     return req;
   }
 
+  function styleRequest() {
+    if (!state.content) throw new Error('Choose a content picture first (or click one in the history).');
+    if (!state.styles.length) throw new Error('Add a style picture first.');
+    const req = {type: 'style', styles: state.styles.map((s) => s.id), method: $('#method').value,
+      preserve_color: $('#preserve').value || null, size: num('#style-size')};
+    req[state.content.upload ? 'init_image' : 'content_image'] = state.content.id;
+    if (state.styles.length > 1) req.style_weights = state.styles.map((s) => Number(s.weight));
+    if (req.method === 'adain') req.alpha = num('#alpha');
+    else req.steps = num('#style-steps');
+    return req;
+  }
+
   function describe(req) {
     const seed = req.seed !== undefined && req.seed !== null ? `seed ${req.seed}` : '';
     const what = {
       txt2img: 'Paint', img2img: 'img2img', inpaint: 'Inpaint', variations: 'Variations',
-      interpolation: 'Interpolation', grid: 'X/Y grid'}[req.type] || req.type;
+      interpolation: 'Interpolation', grid: 'X/Y grid', style: 'Style transfer'}[req.type] || req.type;
     const bits = [];
-    if (req.type === 'interpolation') bits.push(`seed ${req.seed} → ${req.seed_b}, ${req.frames} frames`);
+    if (req.type === 'style') bits.push(req.method, `${req.styles.length} style${req.styles.length > 1 ? 's' : ''}`);
+    else if (req.type === 'interpolation') bits.push(`seed ${req.seed} → ${req.seed_b}, ${req.frames} frames`);
     else if (req.type === 'grid') bits.push(req.y ? `${req.x.param} × ${req.y.param}` : req.x.param, seed);
     else if (req.type === 'variations') bits.push(`near seed ${req.seed}, strength ${req.variation_strength}`);
     else bits.push(seed);
@@ -540,12 +562,14 @@
     up.addEventListener('click', () => rate(id, up.getAttribute('aria-pressed') === 'true' ? 0 : 1));
     down.addEventListener('click', () => rate(id, down.getAttribute('aria-pressed') === 'true' ? 0 : -1));
     const bar = el('div', {class: 'bar'}, up, down,
-      el('button', {type: 'button', class: 'variations', title: 'Variations: same prompt, nearby seeds',
-        'aria-label': 'Variations', onclick: () => variationsOf(id)}, icon('variations')),
+      req.type === 'style' ? null : el('button', {type: 'button', class: 'variations',
+        title: 'Variations: same prompt, nearby seeds', 'aria-label': 'Variations', onclick: () => variationsOf(id)},
+      icon('variations')),
       el('button', {type: 'button', title: 'Restore its parameters', 'aria-label': 'Restore parameters',
         onclick: () => restoreFromImage(id)}, icon('restore')),
-      el('button', {type: 'button', title: 'Use as init image', 'aria-label': 'Use as init image',
-        onclick: () => useAsInit(id)}, icon('image')));
+      el('button', {type: 'button', class: 'use', title: 'Use as init image (in Style: as the picture to restyle)',
+        'aria-label': 'Use this picture', onclick: () => (state.mode === 'style' ? useAsContent(id) : useAsInit(id))},
+      icon('image')));
     node.append(bar);
     if (req.type !== 'grid') {
       paramsOf(id).then((p) => {
@@ -622,6 +646,12 @@
     return null;
   }
 
+  function setRange(sel, value) {
+    if (value === undefined || value === null) return;
+    $(sel).value = value;
+    $(sel).dispatchEvent(new Event('input'));      // its <output> follows
+  }
+
   function setIfOption(select, value) {
     if (value === undefined || value === null) return;
     if ($$('option', select).some((o) => o.value === String(value))) select.value = String(value);
@@ -629,6 +659,7 @@
 
   function restore(p, hint) {
     if (!p || typeof p !== 'object') throw new Error('no parameters found');
+    if (p.kind === 'style') { restoreStyle(p); return; }
     const m = modelFor(p, hint);
     if (m && m !== state.model) {
       $('#model').value = m.name;
@@ -650,16 +681,25 @@
     setIfOption($('#sampler'), p.sampler);
     setIfOption($('#size'), p.size);
     setIfOption($('#best-of'), p.best_of);
-    if (p.init_image && p.strength) {
-      $('#strength').value = p.strength;
-      $('#strength-out').value = Number(p.strength).toFixed(2);
-    }
-    if (state.mode === 'interpolation' || state.mode === 'grid') setMode('txt2img');
+    if (p.init_image && p.strength) setRange('#strength', p.strength);
+    if (['interpolation', 'grid', 'style'].includes(state.mode)) setMode('txt2img');
     const notes = [];
     if (!m && p.model) notes.push(`model “${p.model}” is not in the list`);
     if (p.init_image) notes.push('it was painted from an init image: choose it again');
     if (p.variation_seed !== undefined && p.variation_seed !== null) notes.push(`it mixed in seed ${p.variation_seed}`);
     toast(`Parameters restored${notes.length ? ` (${notes.join('; ')})` : ''}`);
+  }
+
+  // A style picture's settings; its pictures are only named in it, so they are chosen again.
+  function restoreStyle(p) {
+    setMode('style');
+    setIfOption($('#method'), p.method);
+    setIfOption($('#preserve'), p.preserve_color || '');
+    if (p.method === 'adain') setRange('#alpha', p.alpha);
+    if (p.method === 'gatys' && p.steps) $('#style-steps').value = p.steps;
+    if (Array.isArray(p.size)) $('#style-size').value = Math.max(...p.size);
+    methodChanged();
+    toast('Style settings restored; choose the content and style pictures again');
   }
 
   async function restoreFromImage(id, hint) {
@@ -729,33 +769,39 @@
     const prompt = it.prompt ?? p.prompt ?? '';
     const seed = it.seed ?? p.seed;
     const rating = state.ratings.has(id) ? state.ratings.get(id) : Number(it.rating || 0);
-    const label = `${prompt || '(no prompt)'} · seed ${seed} · ${it.model || p.model || ''}`;
+    const label = [prompt || '(no prompt)', seed !== undefined && seed !== null ? `seed ${seed}` : '',
+      it.model || p.model || ''].filter(Boolean).join(' · ');
     const node = el('button', {type: 'button', class: 'item', 'data-id': id, title: label,
       'aria-label': `Restore: ${label}`},
       el('img', {src: it.url || imageUrl(id), alt: prompt || 'picture', loading: 'lazy'}),
       el('span', {class: 'mark', 'aria-hidden': 'true'}, ...ratingIcon(rating)));
     ratingClass(node, rating);
-    node.addEventListener('click', () => restoreFromImage(id, it.model));
+    node.addEventListener('click', () => (state.mode === 'style' ? useAsContent(id) : restoreFromImage(id, it.model)));
     return node;
   }
 
   // ------------------------------------------------------------------ init image and mask
 
-  async function setInit(file) {
-    clearError();
+  // Upload a picture the user chose: {id, width, height}, or null after showing why not.
+  async function uploadPicture(file, what) {
     if (!/^image\//.test(file.type) && !/\.(png|jpe?g|webp)$/i.test(file.name)) {
       showError(`${file.name} is not a picture.`);
-      return;
+      return null;
     }
     const form = new FormData();
-    form.append('file', file, file.name || 'init.png');
-    let up;
+    form.append('file', file, file.name || 'picture.png');
     try {
-      up = await api('/api/uploads', {method: 'POST', form});
+      return await api('/api/uploads', {method: 'POST', form});
     } catch (e) {
-      showError(`Cannot upload the init image: ${e.message}`);
-      return;
+      showError(`Cannot upload the ${what}: ${e.message}`);
+      return null;
     }
+  }
+
+  async function setInit(file) {
+    clearError();
+    const up = await uploadPicture(file, 'init image');
+    if (!up) return;
     const url = URL.createObjectURL(file);
     const img = new Image();
     img.onload = () => {
@@ -863,7 +909,95 @@
     return state.mask.upload;
   }
 
+  // ------------------------------------------------------------------ style transfer
+
+  // Which methods the server can run (AdaIN needs a trained decoder): the others are shown but disabled.
+  function applyStyleInfo(info) {
+    state.styleInfo = info;
+    for (const o of $$('#method option')) {
+      o.disabled = Boolean((info.unavailable || {})[o.value]);
+      o.title = (info.unavailable || {})[o.value] || '';
+    }
+    if ($('#method').selectedOptions[0].disabled) $('#method').value = (info.methods || ['gatys'])[0];
+    methodChanged();
+  }
+
+  function methodChanged() {
+    const adain = $('#method').value === 'adain';
+    $('#alpha-field').hidden = !adain;
+    $('#style-steps-field').hidden = adain;
+    const why = (state.styleInfo.unavailable || {}).adain;
+    $('#method-note').textContent = adain ? 'One pass of a trained decoder: about a second.'
+      : `Optimises the picture itself, step by step: about 100 s at 512 px.${why ? ` AdaIN is off: ${why}` : ''}`;
+  }
+
+  // The picture to restyle: {id, upload, url}, an upload (upload: true) or a picture of the history.
+  function setContent(content) {
+    if (state.content && state.content.url.startsWith('blob:')) URL.revokeObjectURL(state.content.url);
+    state.content = content;
+    const img = $('#content-img');
+    img.hidden = !content;
+    if (content) img.src = content.url;
+    $('#content-hint').hidden = Boolean(content);
+  }
+
+  async function setContentFile(file) {
+    clearError();
+    const up = await uploadPicture(file, 'content picture');
+    if (up) setContent({id: up.id, upload: true, url: URL.createObjectURL(file)});
+  }
+
+  function useAsContent(id) {
+    clearError();
+    setContent({id, upload: false, url: imageUrl(id)});
+    setMode('style');
+    for (const node of $$('#history .item')) node.classList.toggle('restored', node.dataset.id === id);
+  }
+
+  async function addStyles(files) {
+    clearError();
+    for (const file of files) {
+      if (state.styles.length >= MAX_STYLES) {
+        showError(`At most ${MAX_STYLES} style pictures.`);
+        break;
+      }
+      const up = await uploadPicture(file, 'style picture');
+      if (up) state.styles.push({id: up.id, url: URL.createObjectURL(file), weight: 1});
+    }
+    renderStyles();
+  }
+
+  function removeStyle(k) {
+    URL.revokeObjectURL(state.styles[k].url);
+    state.styles.splice(k, 1);
+    renderStyles();
+  }
+
+  // One thumbnail per style picture; a weight each when there are several.
+  function renderStyles() {
+    const several = state.styles.length > 1;
+    const picks = state.styles.map((s, k) => {
+      const weight = el('input', {type: 'number', class: 'weight', min: 0, step: 0.1, value: s.weight,
+        'aria-label': `Weight of style ${k + 1}`, hidden: !several});
+      weight.addEventListener('input', () => { s.weight = weight.value; });
+      return el('div', {class: 'style-pick'}, el('img', {src: s.url, alt: `Style ${k + 1}`}), weight,
+        el('button', {type: 'button', class: 'small-btn remove', title: 'Remove', 'aria-label': `Remove style ${k + 1}`,
+          text: '×', onclick: () => removeStyle(k)}));
+    });
+    $('#style-drop').replaceChildren(...(picks.length ? picks : [el('p', {class: 'drop-hint', text: 'Drop style pictures here'})]));
+    $('#style-add').disabled = state.styles.length >= MAX_STYLES;
+    $('#weights-hint').hidden = !several;
+  }
+
   // ------------------------------------------------------------------ drag and drop anywhere
+
+  // Where a dropped file goes (anywhere else: a PNG whose parameters to restore).
+  const DROPS = [
+    ['#init-drop', 'Drop to use it as the init image', (files) => setInit(files[0])],
+    ['#content-drop', 'Drop to restyle this picture', (files) => setContentFile(files[0])],
+    ['#style-drop', 'Drop to add style pictures', (files) => addStyles(files.slice(0, MAX_STYLES))],
+  ];
+  const dropTarget = (ev) => DROPS.find(([sel]) => ev.target.closest && ev.target.closest(sel));
 
   function wireDrops() {
     const overlay = $('#drop-overlay');
@@ -882,25 +1016,33 @@
     document.addEventListener('dragover', (ev) => {
       if (!hasFiles(ev)) return;
       ev.preventDefault();
-      const overInit = Boolean(ev.target.closest && ev.target.closest('#init-drop'));
-      $('#init-drop').classList.toggle('over', overInit);
-      overlay.firstElementChild.textContent = overInit ? 'Drop to use it as the init image'
-        : 'Drop a PNG to restore its parameters';
+      const target = dropTarget(ev);
+      for (const [sel] of DROPS) $(sel).classList.toggle('over', Boolean(target && target[0] === sel));
+      overlay.firstElementChild.textContent = target ? target[1] : 'Drop a PNG to restore its parameters';
     });
     document.addEventListener('drop', (ev) => {
       if (!hasFiles(ev)) return;
       ev.preventDefault();
       depth = 0;
       overlay.hidden = true;
-      $('#init-drop').classList.remove('over');
-      const file = ev.dataTransfer.files[0];
-      if (!file) return;
-      if (ev.target.closest && ev.target.closest('#init-drop')) setInit(file);
-      else restoreFromFile(file);
+      for (const [sel] of DROPS) $(sel).classList.remove('over');
+      const files = Array.from(ev.dataTransfer.files);
+      if (!files.length) return;
+      const target = dropTarget(ev);
+      if (target) target[2](files);
+      else restoreFromFile(files[0]);
     });
   }
 
   // ------------------------------------------------------------------ wiring
+
+  // A drop zone that opens its file chooser on a click (when `clickable` says so) or on Enter and Space.
+  function chooser(zone, input, clickable = () => true) {
+    zone.addEventListener('click', (ev) => { if (clickable(ev)) input.click(); });
+    zone.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); input.click(); }
+    });
+  }
 
   function wire() {
     $('#form').addEventListener('submit', (ev) => { ev.preventDefault(); generate(); });
@@ -916,16 +1058,26 @@
     $('#seed-lock').addEventListener('click', () => setLocked(!seedLocked()));
     $('#seed').addEventListener('input', () => setLocked(true));
     for (const [input, out, digits] of [['#strength', '#strength-out', 2], ['#variation-strength', '#variation-out', 2],
-      ['#brush', '#brush-out', 0]]) {
+      ['#brush', '#brush-out', 0], ['#alpha', '#alpha-out', 2]]) {
       $(input).addEventListener('input', () => { $(out).value = Number($(input).value).toFixed(digits); });
     }
     // init image: click or keyboard opens the file chooser; painting on the mask does not
     const drop = $('#init-drop');
-    drop.addEventListener('click', (ev) => { if (!state.init || ev.target === drop) $('#init-file').click(); });
-    drop.addEventListener('keydown', (ev) => {
-      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); $('#init-file').click(); }
-    });
+    chooser(drop, $('#init-file'), (ev) => !state.init || ev.target === drop);
     $('#init-file').addEventListener('change', () => { const f = $('#init-file').files[0]; if (f) setInit(f); });
+    // style transfer
+    chooser($('#content-drop'), $('#content-file'));
+    $('#content-file').addEventListener('change', () => {
+      const f = $('#content-file').files[0];
+      if (f) setContentFile(f);
+      $('#content-file').value = '';
+    });
+    $('#style-add').addEventListener('click', () => $('#style-file').click());
+    $('#style-file').addEventListener('change', () => {
+      addStyles(Array.from($('#style-file').files).slice(0, MAX_STYLES));
+      $('#style-file').value = '';
+    });
+    $('#method').addEventListener('change', methodChanged);
     $('#init-remove').addEventListener('click', removeInit);
     $('#mask-clear').addEventListener('click', clearMask);
     const mask = $('#mask-canvas');
@@ -968,6 +1120,8 @@
     $('#seed-b').value = randomSeed();
     setLocked(false);
     setMode('txt2img');
+    renderStyles();
+    methodChanged();
     wire();
     loadModels().then(() => loadHistory(0));
   }
