@@ -194,7 +194,6 @@ def test_cli_adain_and_gatys(decoder_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--style-weights", "0.7,0.3"], "2 value(s) but there are 1 --style"),
-    (["--method", "adain"], "danqing train adain --content"),
     (["--method", "adain", "--steps", "3"], "--steps apply to --method gatys"),
     (["--alpha", "0.3"], "--alpha applies to --method adain"),
 ])
@@ -203,6 +202,26 @@ def test_cli_refuses_bad_options_in_one_line(tmp_path, capsys, args, message):
     assert main(["style", str(c), "--style", str(s), *args, "-o", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_adain_without_a_decoder_says_how_to_train_one(tmp_path, capsys, monkeypatch):
+    import sys
+    monkeypatch.setattr(sys.modules["danqing.style.transfer"], "DECODER", tmp_path / "no-decoder")
+    c, s = picture(tmp_path / "c.png"), picture(tmp_path / "s.png")
+    assert main(["style", str(c), "--style", str(s), "--method", "adain", "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "danqing train adain --content" in err and len(err.splitlines()) == 1
+
+
+@needs_vgg
+def test_the_bundled_decoder_stylises_with_its_name_and_hash(tmp_path):
+    from danqing.style.transfer import DECODER
+    if not (DECODER / "model.safetensors").is_file():
+        pytest.skip("this installation has no bundled AdaIN decoder")
+    img = transfer(picture(tmp_path / "c.png", 96, 64), [picture(tmp_path / "s.png", seed=2)], method="adain")
+    p = img.info["params"]
+    assert img.size == (96, 64) and p.decoder == "adain-decoder" and len(p.decoder_weights) == 16
+    assert np.asarray(img).std() > 5                            # a picture, not a flat field
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -66,7 +66,7 @@ EPS = 1e-5
 
 @dataclass(frozen=True)
 class Config:
-    image_size: int = 160                      # both data sets are loaded at this size (short side, centre square)
+    image_size: int = 320                      # both data sets are loaded at this size (short side, centre square)
     image_channels: int = 3
     crop: int = 128                            # ... and randomly cropped to this for each step
     widths: tuple[int, int, int] = (256, 128, 64)   # decoder channels after relu4_1's 512: blocks 3, 2, 1
@@ -305,7 +305,8 @@ def random_crop(x: Tensor, size: int) -> Tensor:
 PRESETS: dict[str, Config] = {
     # tests: a narrow decoder, random encoder weights, the built-in digits as styles
     "tiny": Config(image_size=32, crop=24, widths=(16, 8, 8), style="digits", encoder="random"),
-    # the CPU recipe: the paper's decoder on 128 px crops of pictures loaded at 160 px
+    # the CPU recipe: the paper's decoder on 128 px crops of pictures loaded at 320 px (a crop is a sixth
+    # of a picture's area, so the few offline photos give many different crops, at a scale near 512 px use)
     "small": Config(),
     # the paper's setting: 256 px crops of pictures loaded at 320 px (the paper loads at 512)
     "paper": Config(image_size=320, crop=256),
