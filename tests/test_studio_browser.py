@@ -31,10 +31,14 @@ pytest.importorskip("fastapi", reason="fastapi is not installed (the `studio` ex
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, tiny_text_encoder):
-    """The studio server on a free loopback port, its runs folder holding a tiny text-to-image model ("t2i")."""
+    """The studio server on a free loopback port, its runs folder holding a tiny text-to-image model ("t2i"), and
+    no AdaIN decoder (style transfer by gatys only)."""
+    import importlib
+
     from danqing.studio.server import create_app
 
     mp = pytest.MonkeyPatch()
+    mp.setattr(importlib.import_module("danqing.style.transfer"), "DECODER", tmp_path_factory.mktemp("no-decoder"))
     mp.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
     mp.setenv("DANQING_CACHE", str(tmp_path_factory.mktemp("cache")))
     runs = tmp_path_factory.mktemp("runs")

