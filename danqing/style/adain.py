@@ -64,6 +64,7 @@ __all__ = ["ENCODER_LAYERS", "PRESETS", "TRAIN_DEFAULTS", "Config", "Decoder", "
 ENCODER_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 ENCODER_INDEX = LAYER_NAMES.index("relu4_1")             # the encoder's last layer in VGG19.features
 STYLE_CACHE = 8                                          # style pictures whose statistics are remembered
+MARGIN = 16                                              # stylize: pixels mirrored around the content, then cut
 EPS = 1e-5
 
 
@@ -300,13 +301,18 @@ class Model(nn.Module):
         """Content (1, 3, H, W) in [-1, 1] in the blended style of ``styles`` -> (1, 3, H, W) in [-1, 1].
 
         dtype: what the networks compute in (torch.bfloat16 roughly halves the time on CPUs with native bf16).
+        The content is mirrored outwards by MARGIN pixels first and the margin cut from the result: a decoder
+        trained on crops paints a frame along a picture's edges, and this puts the frame outside the picture.
         """
-        t, _ = self.features(content, styles, weights, alpha, dtype)
+        h, w = content.shape[-2:]
+        m = MARGIN if min(h, w) > MARGIN else 0
+        padded = F.pad(content, (m, m, m, m), mode="reflect") if m else content      # (1, 3, H + 2m, W + 2m)
+        t, _ = self.features(padded, styles, weights, alpha, dtype)
         _, decoder = self.inference_nets(dtype)
         out = decoder(t.to(dtype).contiguous(memory_format=torch.channels_last)).float().contiguous()
-        if out.shape[-2:] != content.shape[-2:]:                    # sides that are not multiples of 8
-            out = F.interpolate(out, size=content.shape[-2:], mode="bilinear", align_corners=False)
-        return out.clamp(-1, 1)
+        if out.shape[-2:] != padded.shape[-2:]:                     # sides that are not multiples of 8
+            out = F.interpolate(out, size=padded.shape[-2:], mode="bilinear", align_corners=False)
+        return out[..., m:m + h, m:m + w].clamp(-1, 1)
 
 
 def random_crop(x: Tensor, size: int) -> Tensor:
