@@ -1,7 +1,7 @@
 """A contact sheet of style transfer: content photos (rows) x styles (column pairs), Gatys and AdaIN side by side.
 
     python bench/style_sheet.py [--size 384] [--steps 100] [--decoder RUN] [--alpha 1] [--cells DIR]
-                                [--redo gatys,adain] -o docs/style-sheet.png
+                                [--redo gatys,adain] -o docs/style-sheet.jpg
 
 The pictures come from `danqing data fetch photos` and `danqing data fetch paintings` (fetch both first).
 The first row shows the style pictures, the first column the content photos; every other cell is the
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from style_speed import centre_square  # bench/ is on the path when run as a script
 
 from danqing.data.sources import cache_root
 from danqing.style import load_decoder, save, transfer
@@ -25,14 +26,6 @@ from danqing.style.vgg import StyleError
 CONTENTS = ["scikit-learn/china.jpg", "tuxpaint/lighthouse.jpg", "tuxpaint/sheep.jpg", "opencv/fruits.jpg"]
 STYLES = ["starry-night/starry_night.jpg", "leiden-aratea/aratea_small_leo.jpg", "gimp-patterns/Legacy-pastel.png",
           "krita-patterns/13_drawed_swirl.png"]
-
-
-def square(img: Image.Image, side: int) -> Image.Image:
-    """The centre square of ``img``, resized to side x side (for a tidy grid)."""
-    w, h = img.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return img.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
 
 
 def main() -> None:
@@ -44,7 +37,7 @@ def main() -> None:
     ap.add_argument("--decoder", help="an AdaIN run or checkpoint (default: the bundled decoder)")
     ap.add_argument("--cells", default="style-sheet-cells", help="folder of the cells' PNGs")
     ap.add_argument("--redo", default="", help="methods whose cells are painted again (gatys,adain)")
-    ap.add_argument("-o", "--output", default="style-sheet.png")
+    ap.add_argument("-o", "--output", default="style-sheet.jpg")
     a = ap.parse_args()
 
     root = cache_root() / "sources"
@@ -65,7 +58,7 @@ def main() -> None:
 
     for j, s in enumerate(styles):
         x, y = at(1 + 2 * j, 0)
-        sheet.paste(square(Image.open(s), c), (x + (c + pad) // 2, y))
+        sheet.paste(centre_square(Image.open(s), c), (x + (c + pad) // 2, y))
         draw.text((x, 4), "Gatys", fill="black", font=font)
         draw.text((x + c + pad, 4), "AdaIN", fill="black", font=font)
     cells = Path(a.cells)
@@ -93,10 +86,10 @@ def main() -> None:
         return img
 
     for i, p in enumerate(contents):
-        sheet.paste(square(Image.open(p), c), at(0, 1 + i))
+        sheet.paste(centre_square(Image.open(p), c), at(0, 1 + i))
         for j, s in enumerate(styles):
             for k, method in enumerate(("gatys", "adain")):
-                sheet.paste(square(cell(p, s, method), c), at(1 + 2 * j + k, 1 + i))
+                sheet.paste(centre_square(cell(p, s, method), c), at(1 + 2 * j + k, 1 + i))
     sheet.save(a.output)
     print(f"wrote {a.output}: {len(contents)} photos x {len(styles)} styles at {a.size} px")
 

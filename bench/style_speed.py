@@ -13,6 +13,10 @@ losses   every output scored with the same Gatys objective at full size (weighte
          lower style = closer to the painting's textures, lower content = more of the photo kept).
 
     python bench/style_speed.py [--size 512] [--pairs 2] [--repeats 5] [--decoder RUN] [--threads 1]
+                                [--square] [--no-gatys]
+
+--square paints the centre square of each photo (size x size) instead of the whole photo (long side = size);
+--no-gatys leaves Gatys out (AdaIN against the peer only).
 
 Pictures: the first --pairs photos of `danqing data fetch photos` with Starry Night from
 `danqing data fetch paintings`, or scikit-learn's china.jpg/flower.jpg with a synthetic style if those
@@ -50,6 +54,13 @@ def pairs(n: int) -> list[tuple[Path | Image.Image, Path | Image.Image]]:
     return [(imgs[i % 2], style) for i in range(n)]
 
 
+def centre_square(img: Image.Image, side: int) -> Image.Image:
+    w, h = img.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return img.convert("RGB").crop(box).resize((side, side), Image.Resampling.LANCZOS)
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 127.5 - 1
 
@@ -84,6 +95,8 @@ def main() -> None:
     ap.add_argument("--decoder", help="a trained AdaIN run or checkpoint (default: the bundled one, else untrained)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    ap.add_argument("--square", action="store_true", help="the centre square of each photo, size x size")
+    ap.add_argument("--no-gatys", action="store_true", help="time AdaIN and the peer only")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -110,6 +123,8 @@ def main() -> None:
     rows, times = [], {"adain new style": [], "adain": [], "peer": []}
     for i, (c_src, s_src) in enumerate(pairs(a.pairs)):
         notes: list[str] = []
+        if a.square:
+            c_src = centre_square(c_src if isinstance(c_src, Image.Image) else Image.open(c_src), a.size)
         c, c_name, _ = read_picture(c_src, "content", a.size, notes)
         s_img = s_src if isinstance(s_src, Image.Image) else Image.open(s_src)
         s, s_name, _ = read_picture(s_src, "style", max(c.shape[-2:]), notes)
@@ -120,12 +135,13 @@ def main() -> None:
         threshold = 0.1 * start["style"]
         print(f"\npair {i + 1}: {c_name} {c.shape[-1]}x{c.shape[-2]} in the style of {s_name}; at the content: "
               f"style {start['style']:.4g}, target <= {threshold:.4g}")
-        for label, scales, steps in (("full size only", (1.0,), a.max_steps), ("coarse to fine", (0.5, 1.0), 100)):
+        for label, scales, steps in () if a.no_gatys else (("full size only", (1.0,), a.max_steps),
+                                                             ("coarse to fine", (0.5, 1.0), 100)):
             sec, closs, sloss, evals = gatys_time(vgg, c, s, scales, threshold, steps, half)
             print(f"  gatys {label:15s} {sec:7.1f} s to style {sloss:.4g} (10%), content loss then {closs:.4g}, "
                   f"{evals} evaluations at full size")
             rows.append((f"gatys ({label})", c_name, closs, sloss))
-        g_img = transfer(c_src, [s_img], size=a.size, bf16=a.bf16, steps=100)
+        g_img = None if a.no_gatys else transfer(c_src, [s_img], size=a.size, bf16=a.bf16, steps=100)
         c_pil = Image.fromarray(((c[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
         transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)      # warm-up
         for key, reuse in (("adain new style", False), ("adain", True)):
@@ -135,8 +151,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 a_img = transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)
                 times[key].append(time.perf_counter() - t0)
-        outs = {"content itself": c, "gatys (library defaults, 100 steps)": to_tensor(g_img),
-                f"adain ({name})": to_tensor(a_img)}
+        outs = {"content itself": c, **({} if g_img is None else {"gatys (library defaults, 100 steps)":
+                                                                  to_tensor(g_img)}), f"adain ({name})": to_tensor(a_img)}
         if peer is not None:
             peer.stylize_with(c_pil, s_img)
             for _ in range(a.repeats):
