@@ -462,6 +462,7 @@
 
   function showPreview(src) {
     const img = $('#preview');
+    img.onload = () => img.classList.toggle('small', img.naturalWidth <= 128);
     img.src = src;
     img.hidden = false;
     $('#preview-empty').hidden = true;
