@@ -175,6 +175,8 @@ class Model(nn.Module):
         self.decoder = Decoder(config.widths)
         self._frozen: list = []            # [encoder VGG19, style ImageDataset]: plain attributes, not sub-modules
         self._style_stats: OrderedDict = OrderedDict()     # (dtype, device, picture digest) -> (mu, sd)
+        self._nets: tuple = ()                              # inference_nets' copies (a tuple: not sub-modules)
+        self._nets_key: tuple | None = None
 
     # ---------------------------------------------------------------- parts loaded on first use
     @property
@@ -237,7 +239,7 @@ class Model(nn.Module):
         """
         device = next(self.decoder.parameters()).device
         key = (dtype, device, tuple(p._version for p in self.decoder.parameters()))
-        if getattr(self, "_nets_key", None) != key:
+        if self._nets_key != key:
             nets = []
             for net in (self.encoder, self.decoder):
                 copy = deepcopy(net).requires_grad_(False).eval()
