@@ -143,6 +143,9 @@ def test_gatys_losses_decrease_in_a_few_lbfgs_steps():
     assert out.shape == c.shape and out.abs().max() <= 1
     assert seen[0].content == 0 and seen[-1].style < 0.5 * seen[0].style
     assert seen[-1].total < seen[0].total
+    assert seen[-1].steps == 10 and [p.step for p in seen] == sorted(p.step for p in seen) and seen[-1].step <= 10
+    assert G.iteration_budgets(100, 2) == (100, 50) and G.iteration_budgets(100, 1) == (100,)
+    assert G.iteration_budgets(1, 3) == (1, 1, 1)                      # the last scale never gets 0
     stop = G.gatys(vgg, c, [s], settings=G.Settings(steps=5, optimizer="adam"),
                    callback=lambda p: p.evaluation >= 2)          # the callback can stop a run
     assert stop.shape == c.shape

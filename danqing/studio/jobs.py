@@ -243,9 +243,9 @@ class Runner:
         progress = _Progress(self, job_id, plan)
 
         def callback(p) -> bool:                   # a gatys.Progress, after every loss evaluation
-            step, plan[0] = _gatys_step(p, req["steps"])
+            plan[0] = p.steps
             try:
-                progress.report(step, plan[0])
+                progress.report(p.step, p.steps)
             except (Cancelled, Stopping):
                 return True                        # transfer stops; the checkpoint below says why
             return False
@@ -354,15 +354,6 @@ class Runner:
         prompt = img.info["params"].a1111().split("\n")[0] if req["type"] == "style" else params["prompt"]
         return {"id": image_id, "type": req["type"], "model": req["model"], "prompt": prompt,
                 "params": params, "width": img.size[0], "height": img.size[1]}
-
-
-def _gatys_step(p, steps: int) -> tuple[int, int]:
-    """(step, steps) of a gatys.Progress: each scale's iteration budget as gatys.gatys sets it (``steps``; the
-    last of several scales half), loss evaluations counted against it (L-BFGS may evaluate more than once)."""
-    budgets = [steps] * p.scales
-    if p.scales > 1:
-        budgets[-1] = max(1, steps // 2)
-    return sum(budgets[:p.scale]) + min(p.evaluation, budgets[p.scale]), sum(budgets)
 
 
 class _Progress:

@@ -52,7 +52,7 @@ from torch import Tensor
 from .vgg import STYLE_LAYERS, VGG19, StyleError, gram
 
 __all__ = ["CONTENT_LAYER", "Objective", "Progress", "Settings", "content_loss", "default_scales", "gatys",
-           "style_layer_loss", "style_loss", "tv_loss"]
+           "iteration_budgets", "style_layer_loss", "style_loss", "tv_loss"]
 
 CONTENT_LAYER = "relu4_2"
 
@@ -100,7 +100,19 @@ class Progress:
     tv: float
     total: float
     seconds: float                  # since the run started
+    budgets: tuple[int, ...] = ()   # the L-BFGS/Adam iterations planned at each scale (``iteration_budgets``)
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        """Iterations planned over all scales."""
+        return sum(self.budgets)
+
+    @property
+    def step(self) -> int:
+        """Progress on the ``steps`` scale: earlier scales' budgets plus this scale's evaluations, capped at its
+        budget (L-BFGS may evaluate the loss more than once an iteration)."""
+        return sum(self.budgets[:self.scale]) + min(self.evaluation, self.budgets[self.scale])
 
 
 # ---------------------------------------------------------------- pure losses
@@ -239,6 +251,11 @@ def _optimise(objective: Objective, x0: Tensor, steps: int, s: Settings,
 
 # ---------------------------------------------------------------- the method
 
+def iteration_budgets(steps: int, scales: int) -> tuple[int, ...]:
+    """Iterations at each of ``scales`` scales: ``steps`` each, the last of several ``steps // 2`` (at least 1)."""
+    return tuple(steps if k < scales - 1 or scales == 1 else max(1, steps // 2) for k in range(scales))
+
+
 def gatys(vgg: VGG19, content: Tensor, styles: Sequence[Tensor], style_weights: Sequence[float] | None = None,
           settings: Settings = Settings(), callback: Callable[[Progress], bool | None] | None = None,
           init: Tensor | None = None) -> Tensor:
@@ -260,6 +277,7 @@ def gatys(vgg: VGG19, content: Tensor, styles: Sequence[Tensor], style_weights: 
     w = [v / sum(w) for v in w]
     size = tuple(content.shape[-2:])
     scales = settings.scales or default_scales(size)
+    budgets = iteration_budgets(settings.steps, len(scales))
     start = time.perf_counter()
     x = content if init is None else init
     stopped = False
@@ -277,12 +295,11 @@ def gatys(vgg: VGG19, content: Tensor, styles: Sequence[Tensor], style_weights: 
             if callback is None:
                 return False
             terms = (float(losses[n].detach().sum()) for n in ("content", "style", "tv", "total"))
-            p = Progress(k, len(scales), hw, count, *terms, time.perf_counter() - start)
+            p = Progress(k, len(scales), hw, count, *terms, time.perf_counter() - start, budgets)
             stopped = bool(callback(p))
             return stopped
 
-        steps = settings.steps if k < len(scales) - 1 or len(scales) == 1 else max(1, settings.steps // 2)
-        x = _optimise(objective, _resize(x, hw), steps, settings, report).clamp(-1, 1)
+        x = _optimise(objective, _resize(x, hw), budgets[k], settings, report).clamp(-1, 1)
         if stopped:
             break
     return _resize(x, size)
