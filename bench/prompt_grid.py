@@ -2,18 +2,28 @@
 
     python bench/prompt_grid.py --model emoji -o docs/emoji-grid.png
     python bench/prompt_grid.py --model runs/t2i-emoji --compare-guidance -o guidance.png
+    python bench/prompt_grid.py --model emoji --heldout 20 -o heldout-pairs.png
 
 By default 32 prompts: 16 subjects from many categories, each in two of the
 five styles (all five styles appear equally often).  --compare-guidance puts
 guidance 1 (no guidance) next to the model's default for every prompt.
+--heldout N paints N held-out (subject, style) pairs of the emoji data set
+(pairs never seen in training while the subject's other styles were), each
+next to the real held-out picture.  The pairs are picked without looking at
+results: N / 5 per style, in the order of a hash of the subject, leaving out
+skin-tone variants so that the sheet is not mostly people.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 
 from PIL import Image, ImageDraw, ImageFont
 
 import danqing
+from danqing.data.emoji import emoji_dir, heldout_subject
+from danqing.data.sources import cache_root
 
 SUBJECTS = ["fox", "red apple", "rocket", "sunflower", "pizza", "cat face", "grinning face", "red heart",
             "snowman", "guitar", "house", "sun", "frog", "teacup without handle", "airplane", "birthday cake"]
@@ -22,6 +32,17 @@ STYLES = ["twemoji style", "noto style", "outline style", "flat style", "3d styl
 
 def prompts() -> list[str]:
     return [f"{s}, {STYLES[(2 * i + j) % 5]}" for i, s in enumerate(SUBJECTS) for j in range(2)]
+
+
+def heldout_pairs(n: int) -> list[tuple[str, Image.Image]]:
+    """(caption, real picture) for n held-out (subject, style) pairs, n / 5 per style (see the module doc)."""
+    folder = emoji_dir(cache_root()) / "heldout"
+    rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [r for r in rows if not heldout_subject(r["key"]) and "skin tone" not in r["subject"]]
+    rows.sort(key=lambda r: hashlib.sha256(r["subject"].encode()).hexdigest())
+    picked = [r for style in STYLES for r in [r for r in rows if r["style"] == style][:n // len(STYLES)]]
+    return [(r["text"], Image.open(folder / r["file_name"]).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
+            for r in picked]
 
 
 def sheet(images: list[Image.Image], labels: list[str], cols: int, scale: int = 2) -> Image.Image:
@@ -45,15 +66,21 @@ def main() -> None:
     ap.add_argument("--model", default="emoji")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-guidance", action="store_true")
+    ap.add_argument("--heldout", type=int, metavar="N", help="N held-out (subject, style) pairs, real vs painted")
     ap.add_argument("-o", "--output", default="prompt-grid.png")
     a = ap.parse_args()
     pipe = danqing.load(a.model)
     images, labels = [], []
-    for i, p in enumerate(prompts()):
-        scales = [1.0, pipe.model.config.guidance] if a.compare_guidance else [None]
-        for g in scales:
-            images += pipe(p, n=1, seed=a.seed + i, guidance=g)
-            labels.append(p if g is None else f"{p} (g={g:g})")
+    if a.heldout:
+        for i, (p, real) in enumerate(heldout_pairs(a.heldout)):
+            images += [real, *pipe(p, n=1, seed=a.seed + i)]
+            labels += [f"real: {p}", "painted"]
+    else:
+        for i, p in enumerate(prompts()):
+            scales = [1.0, pipe.model.config.guidance] if a.compare_guidance else [None]
+            for g in scales:
+                images += pipe(p, n=1, seed=a.seed + i, guidance=g)
+                labels.append(p if g is None else f"{p} (g={g:g})")
     sheet(images, labels, cols=8).save(a.output)
     print(f"wrote {a.output} ({len(images)} pictures)")
 

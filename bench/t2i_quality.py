@@ -4,6 +4,7 @@
     python bench/t2i_quality.py --model runs/a --model runs/b # several models, one set of real features
     python bench/t2i_quality.py --baseline 30 -n 1000         # danqing's UNet vs diffusers' UNet2DConditionModel,
                                                               # each trained 30 min from scratch, then scored
+    python bench/t2i_quality.py --baseline 30 --threads 1     # the same on one thread (another job on the other core)
 
 Samples: image i is painted from held-out caption i mod 1251 with seed i, at the
 model's default sampler, steps and guidance (what `danqing paint` does).  Real:
@@ -102,10 +103,10 @@ def score(name: str, model: str, prompts: list[str], real_f: np.ndarray, incepti
     return row
 
 
-def train_for(minutes: float, out: Path, backbone: str) -> str:
+def train_for(minutes: float, out: Path, backbone: str, threads: int) -> str:
     cmd = [str(Path(sys.executable).with_name("danqing")), "train", "t2i", "--preset", "emoji", "--data", "emoji",
            "--autoencoder", AE, "--out", str(out), *RECIPE, f"--train.time_limit={minutes}",
-           f"--model.backbone={backbone}"]
+           f"--train.threads={threads}", f"--model.backbone={backbone}"]
     print(" ".join(cmd[1:]))
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
@@ -119,8 +120,11 @@ def main() -> None:
     ap.add_argument("--model", action="append", default=[], help="a bundled name or run folder (repeatable)")
     ap.add_argument("--baseline", type=float, metavar="MINUTES", help="train danqing and diffusers this long each")
     ap.add_argument("-n", type=int, default=2000, help="samples per model")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads for training and painting (0: torch's default)")
     ap.add_argument("--out", default="runs/bench-t2i-quality")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -132,7 +136,7 @@ def main() -> None:
 
     models = [(Path(m).name if "/" in m else m, m) for m in a.model]
     if a.baseline:
-        models += [(bb, train_for(a.baseline, out / bb, bb)) for bb in ("unet", "diffusers")]
+        models += [(bb, train_for(a.baseline, out / bb, bb, a.threads)) for bb in ("unet", "diffusers")]
     rows = [score(name, m, prompts, real_f, inception, out) for name, m in models]
 
     print(f"\n{'model':24s}{'n':>6s}{'FID':>9s}{'KID ×1e3':>16s}")
