@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,8 @@ class TrainConfig:
     eval_metrics: str = "diversity,kid"
     collapse_alarm: float = 0.6     # warn when sample diversity falls below this fraction of the data's
     best: str = ""                  # keep the checkpoint with the lowest value of this check as `best` ("kid")
+    balance: str = ""               # regex; captions equal once its matches are removed form a group, and
+                                    # each group is drawn as often as one picture (see train.group_weights)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"train.steps must be at least 1, got {self.steps}")
@@ -78,6 +81,10 @@ class TrainConfig:
         _check(self.eval_n >= 2, f"train.eval_n must be at least 2, got {self.eval_n}")
         _check(self.best in ("", "kid"), f"train.best must be kid (or empty), got {self.best!r}")
         _check(self.keep >= 1, "train.keep must be at least 1 (the latest checkpoint)")
+        try:
+            re.compile(self.balance)
+        except re.error as e:
+            raise ConfigError(f"train.balance must be a regular expression, got {self.balance!r} ({e})") from None
         _check(self.log_every >= 1 and self.sample_n >= 1, "train.log_every and train.sample_n must be at least 1")
 
 

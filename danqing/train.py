@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -40,9 +42,11 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def batch_indices(step: int, batch_size: int, n: int, seed: int) -> tuple[Tensor, int, int]:
-    """Indices of the batch at ``step``: consecutive slices of one random permutation per epoch.
+def batch_indices(step: int, batch_size: int, n: int, seed: int,
+                  weights: Tensor | None = None) -> tuple[Tensor, int, int]:
+    """Indices of the batch at ``step``: consecutive slices of one random order of the n items per epoch.
 
+    The order is a permutation, or with ``weights`` (n,) n draws with replacement in proportion to them.
     A pure function of its arguments, so resuming needs only the step.
     Returns (indices, epoch, position in epoch) of the batch's first item.
     """
@@ -50,11 +54,25 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> tuple[Tensor
     out, epoch, pos = [], start // n, start % n
     first = (epoch, pos)
     while len(out) < batch_size:
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        take = perm[pos: pos + batch_size - len(out)]
-        out.append(take)
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g) if weights is None else \
+            torch.multinomial(weights, n, replacement=True, generator=g)
+        out.append(order[pos: pos + batch_size - len(out)])
         epoch, pos = epoch + 1, 0
     return torch.cat(out)[:batch_size], first[0], first[1]
+
+
+def group_weights(captions: Sequence[str], pattern: str) -> Tensor:
+    """Sampling weights (n,) that draw every group of pictures as often as one picture: captions that are
+    equal once every match of ``pattern`` is removed form a group, each member weighing 1 / its size.
+
+    For the emoji set, ``(: |, )(light|medium-light|medium|medium-dark|dark) skin tone`` puts a person's
+    skin-tone variants in one group, so that half of the pictures no longer take half of the steps.
+    """
+    rx = re.compile(pattern)
+    keys = [rx.sub("", c) for c in captions]
+    size = Counter(keys)
+    return torch.tensor([1.0 / size[k] for k in keys], dtype=torch.float64)
 
 
 def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
@@ -176,6 +194,9 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
     if num_classes and ds.labels is not None and len(ds.class_names) > num_classes:
         raise ConfigError(f"{run.data.source} has {len(ds.class_names)} classes but the model has "
                           f"--model.num_classes={num_classes}")
+    if run.train.balance and ds.captions is None:
+        raise ConfigError(f"--train.balance groups pictures by caption, but {run.data.source} has no captions; "
+                          "add a metadata.jsonl or .txt captions, or leave --train.balance out")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(run.to_json(), indent=2) + "\n")
     if run.train.threads:
@@ -196,6 +217,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     from .images import save_grid
 
     tc = run.train
+    weights = group_weights(ds.captions, tc.balance) if tc.balance else None
     model = FAMILIES[run.family].Model(run.model).to(dev)
     phases: list[Phase] = model.phases()
     for sub, path in sorted(run.init_from.items()):      # "" (the whole model) first, then e.g. its autoencoder
@@ -237,6 +259,9 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
               f"({len(ds)} images{classes}); {dev.type}, {torch.get_num_threads()} threads, bf16 {'on' if bf16 else 'off'}; "
               f"{'resuming at step ' + str(step) + ', ' if step else ''}{tc.steps} steps of {tc.batch_size}"
               f"{f', at most {tc.time_limit:g} min' if tc.time_limit else ''} -> {out}")
+        if weights is not None:
+            print(f"balanced: {len(ds)} pictures drawn as {round(weights.sum().item())} equally likely groups "
+                  f"(--train.balance)")
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
@@ -246,7 +271,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
                 model.calibrate(ds.batch(idx).images.to(dev))
         state = {"model": model.state_dict(), "optim": {m or "_": o.state_dict() for m, o in optims.items()},
                  "ema": ema, "step": at, "rng": torch.get_rng_state(),
-                 "data": dict(zip(("epoch", "position"), batch_indices(at, tc.batch_size, len(ds), tc.seed)[1:]))}
+                 "data": dict(zip(("epoch", "position"), batch_indices(at, tc.batch_size, len(ds), tc.seed, weights)[1:]))}
         path = ckpt.write_checkpoint(out / name, family=run.family, model=model, ema=ema, training_state=state,
                                      extra_config={"preset": run.preset, "class_names": ds.class_names,
                                                    "data": to_dict(run.data), "step": at})
@@ -267,7 +292,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     model.train()
     try:
         while step < tc.steps:
-            idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed)
+            idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed, weights)
             flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
             batch = ds.batch(idx.numpy(), flip=flip)
             if embed is not None:

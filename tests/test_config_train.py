@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from danqing.config import (
     ConfigError,
@@ -15,7 +17,7 @@ from danqing.config import (
     to_dict,
 )
 from danqing.families.diffusion import Config as DiffusionConfig
-from danqing.train import batch_indices, ema_update, lr_at
+from danqing.train import Run, batch_indices, ema_update, group_weights, lr_at, train
 
 
 def test_json_round_trip_and_unknown_fields():
@@ -54,6 +56,35 @@ def test_data_order_visits_every_image_once_per_epoch():
     assert not torch.equal(seen[:10], seen[10:])              # a new permutation each epoch
     idx, epoch, pos = batch_indices(2, b, n, seed=3)
     assert (epoch, pos) == (0, 8) and len(idx) == b           # the batch that crosses the epoch boundary
+
+
+def test_group_weights_closed_form():
+    tone = r"(: |, )(light|medium-light|medium|medium-dark|dark) skin tone"
+    caps = ["waving hand, flat style", "waving hand: light skin tone, flat style",
+            "waving hand: dark skin tone, flat style", "waving hand, 3d style", "fox, flat style"]
+    w = group_weights(caps, tone)                             # groups: 3 flat waving hands, 1 in 3d, 1 fox
+    torch.testing.assert_close(w, torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0, 1.0], dtype=torch.float64))
+    with pytest.raises(ConfigError, match="train.balance must be a regular expression"):
+        TrainConfig(balance="skin (tone")
+
+
+def test_balanced_data_order_draws_each_group_equally_often():
+    w = torch.tensor([1.0, 0.25, 0.25, 0.25, 0.25], dtype=torch.float64)   # item 0 alone, items 1-4 a group
+    draws = torch.cat([batch_indices(s, 5, 5, seed=1, weights=w)[0] for s in range(400)])
+    alone = (draws == 0).sum().item()
+    assert 900 <= alone <= 1100                               # half of 2000 draws (a permutation gives 400)
+    assert torch.equal(batch_indices(7, 3, 5, seed=1, weights=w)[0], batch_indices(7, 3, 5, seed=1, weights=w)[0])
+
+
+def test_balance_without_captions_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "pics").mkdir()
+    for i in range(3):                                        # a folder of pictures with no captions
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / "pics" / f"{i}.png")
+    c = DiffusionConfig(image_size=8, image_channels=3, channels=8, mult=(1,), num_res=1, attn=())
+    run = Run("diffusion", c, DataConfig(str(tmp_path / "pics"), size=8), TrainConfig(steps=1, balance="x"))
+    with pytest.raises(ConfigError, match="no captions"):
+        train(run, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_ema_update_formula():
