@@ -40,7 +40,8 @@ def heldout_pairs(n: int) -> list[tuple[str, Image.Image]]:
     rows = [json.loads(line) for line in (folder / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
     rows = [r for r in rows if not heldout_subject(r["key"]) and "skin tone" not in r["subject"]]
     rows.sort(key=lambda r: hashlib.sha256(r["subject"].encode()).hexdigest())
-    picked = [r for style in STYLES for r in [r for r in rows if r["style"] == style][:n // len(STYLES)]]
+    per_style = {style: [r for r in rows if r["style"] == style][:n // len(STYLES)] for style in STYLES}
+    picked = [r for style in STYLES for r in per_style[style]]
     return [(r["text"], Image.open(folder / r["file_name"]).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS))
             for r in picked]
 
