@@ -67,10 +67,12 @@ class Batch:
     labels: Tensor | None = None        # (B,) int64, or None for unlabelled data
     captions: list[str] | None = None
     cond: Cond | None = None            # precomputed conditioning, e.g. caption embeddings
+    posterior: Tensor | None = None     # precomputed output of a frozen encoder: (B, 2z, h, w), mean then logvar
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.images.to(device), None if self.labels is None else self.labels.to(device), self.captions,
-                     None if self.cond is None else self.cond.to(device))
+                     None if self.cond is None else self.cond.to(device),
+                     None if self.posterior is None else self.posterior.to(device))
 
 
 @runtime_checkable

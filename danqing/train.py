@@ -149,6 +149,35 @@ def captioner(model_cfg: Any, ds, progress: bool) -> Callable[[list[str]], Cond]
     return lambda captions: cache.embed(captions, encoder)
 
 
+CACHE_BYTES = 2 << 30      # the largest posterior cache kept in memory
+
+
+def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chunk: int = 256) -> Tensor | None:
+    """The output of a model's frozen encoder (``frozen_posterior``) for every training image, (N, ...) on the CPU.
+
+    A latent diffusion model otherwise runs its frozen autoencoder on every batch
+    (a quarter of the painter's training step on a CPU).  None when the model has no
+    frozen encoder or the cache would take over CACHE_BYTES; the trainer also leaves
+    it off for randomly flipped data, whose pictures change from step to step.
+    """
+    encode = getattr(model, "frozen_posterior", None)
+    first = None if encode is None else encode(ds.batch([0]).images.to(dev))
+    if first is None:
+        return None
+    size = first.numel() * first.element_size() * len(ds)
+    if size > CACHE_BYTES:
+        if progress:
+            print(f"not caching the autoencoder's output ({size / 2**30:.1f} GiB): encoding every batch instead")
+        return None
+    start = time.perf_counter()
+    parts = [encode(ds.batch(range(i, min(i + chunk, len(ds)))).images.to(dev)).cpu()
+             for i in range(0, len(ds), chunk)]
+    if progress:
+        print(f"encoded the {len(ds)} pictures once with the frozen autoencoder in "
+              f"{time.perf_counter() - start:.0f} s (--train.cache_posterior=false encodes every batch)")
+    return torch.cat(parts)
+
+
 # ---------------------------------------------------------------- the loop
 
 @dataclasses.dataclass
@@ -242,6 +271,7 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     bf16 = use_bf16(tc.bf16, dev)
     num_classes = getattr(run.model, "num_classes", 0)
     embed = captioner(run.model, ds, progress)
+    posterior = posterior_cache(model, ds, dev, progress) if tc.cache_posterior and not run.data.flip else None
     grid_text = None
     if embed is not None:                  # the grid shows the captions of evenly spaced training images
         picks = torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()
@@ -295,6 +325,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed, weights)
             flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
             batch = ds.batch(idx.numpy(), flip=flip)
+            if posterior is not None:
+                batch.posterior = posterior[idx]
             if embed is not None:
                 batch.cond = embed(batch.captions)
             batch = batch.to(dev)
@@ -406,7 +438,7 @@ def _check_same_run(old: dict[str, Any], run: Run) -> None:
     if old.get("family") != new["family"]:
         raise ConfigError(f"--resume: the run in --out trains {old.get('family')}, not {new['family']}")
     mutable = {"steps", "time_limit", "log_every", "sample_every", "ckpt_every", "keep", "sample_n", "threads",
-               "eval_every", "eval_n", "eval_metrics", "collapse_alarm", "best"}
+               "eval_every", "eval_n", "eval_metrics", "collapse_alarm", "best", "cache_posterior"}
     defaults = {part: {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(getattr(run, part))
                        if f.default is not dataclasses.MISSING} for part in ("model", "data", "train")}
     was = {part: {**defaults[part], **old.get(part, {})} for part in defaults}

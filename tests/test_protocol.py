@@ -176,3 +176,45 @@ def test_unknown_backbone_is_a_clear_error():
     fam = FAMILIES["diffusion"]
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
         fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="resnet"))
+
+
+def test_loss_takes_the_frozen_posterior_precomputed():
+    """Latent diffusion: a batch carrying frozen_posterior(images) gives the same loss as encoding the images."""
+    model = tiny("t2i")
+    batch = fake_batch(model)
+    cached = dataclasses.replace(batch, posterior=model.frozen_posterior(batch.images))
+    assert cached.posterior.shape == (4, 2 * model.config.ae.latent_channels, 8, 8)     # mean and logvar, f=2
+    torch.manual_seed(3)
+    a = model.loss(batch)["loss"]
+    torch.manual_seed(3)
+    b = model.loss(cached)["loss"]
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    assert tiny("diffusion").frozen_posterior(batch.images) is None                     # pixel space: nothing to cache
+
+
+def test_trainer_encodes_the_data_once_and_trains_the_same(tmp_path, tiny_text_encoder, monkeypatch):
+    """With the posterior cache the autoencoder runs once per chunk of the data set, not once per step,
+    and the run's losses and weights match encoding every batch."""
+    monkeypatch.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    from danqing.families.autoencoder import AutoEncoder
+    calls = []
+    posterior = AutoEncoder.posterior
+    monkeypatch.setattr(AutoEncoder, "posterior", lambda self, x: calls.append(len(x)) or posterior(self, x))
+    c = FAMILIES["t2i"].PRESETS["tiny"]
+    runs = {}
+    for cache in (True, False):
+        calls.clear()
+        run = Run("t2i", c, DataConfig("digits", size=c.image_size, channels=c.image_channels),
+                  TrainConfig(steps=4, batch_size=8, warmup=2, bf16="off", sample_every=0, sample_n=2,
+                              log_every=1, cache_posterior=cache), "tiny")
+        runs[cache] = train(run, tmp_path / str(cache), progress=False)
+        with open(tmp_path / str(cache) / "log.csv") as f:
+            runs[cache, "loss"] = [float(r["main/loss"]) for r in csv.DictReader(f)]
+        runs[cache, "calls"] = list(calls)
+    n = sum(runs[True, "calls"]) - 1                          # every picture once, after a one-picture probe
+    assert n > 1000 and runs[True, "calls"][0] == 1 and max(runs[True, "calls"]) == 256
+    assert runs[False, "calls"] == [8] * 4                    # without the cache: one encoding per step
+    torch.testing.assert_close(runs[True, "loss"], runs[False, "loss"], rtol=1e-5, atol=0)
+    a, b = load_file(str(runs[True] / ckpt.MODEL)), load_file(str(runs[False] / ckpt.MODEL))
+    for k in a:                                               # 4 steps move weights by up to ~6e-4
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)

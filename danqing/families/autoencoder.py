@@ -105,7 +105,11 @@ class AutoEncoder(nn.Module):
 
     def encode(self, x: Tensor, generator: Generators = None, *, sample: bool = False) -> Tensor:
         """Scaled latents for diffusion: the posterior mean (or a sample) times latent_scale."""
-        mean, logvar = self.posterior(x)
+        return self.from_posterior(*self.posterior(x), generator, sample=sample)
+
+    def from_posterior(self, mean: Tensor, logvar: Tensor, generator: Generators = None, *,
+                       sample: bool = False) -> Tensor:
+        """``encode`` given the posterior (each (B, z, h, w)), e.g. one computed once and cached."""
         z = mean + (0.5 * logvar).exp() * randn(mean.shape, generator, mean.device) if sample else mean
         return z * self.scale
 

@@ -126,6 +126,18 @@ class Diffusion(nn.Module):
             out.pooled = self.null_pooled.expand(n, -1)
         return out
 
+    @torch.no_grad()
+    def frozen_posterior(self, images: Tensor) -> Tensor | None:
+        """The frozen autoencoder's posterior of (B, 3, H, W) images, (B, 2z, h, w): mean then logvar.
+
+        ``loss`` takes it precomputed as ``Batch.posterior`` (the trainer caches it for
+        the data set); None for a pixel-space model.
+        """
+        if self.ae is None:
+            return None
+        with torch.autocast(images.device.type, enabled=False):
+            return torch.cat(self.ae.posterior(images.float()), dim=1)
+
     @property
     def null_device(self) -> torch.device:
         return next(self.net.parameters()).device
@@ -157,7 +169,8 @@ class Diffusion(nn.Module):
         y = batch.images
         if self.ae is not None:
             with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
-                y = self.ae.encode(y.float(), sample=True)   # z ~ q(z|x), scaled to unit variance
+                post = self.ae.posterior(y.float()) if batch.posterior is None else batch.posterior.chunk(2, dim=1)
+                y = self.ae.from_posterior(*post, sample=True)   # z ~ q(z|x), scaled to unit variance
         b = y.shape[0]
         sigma = (torch.randn(b, device=y.device) * c.p_std + c.p_mean).exp()          # EDM Table 1, training
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2           # lambda(sigma)
