@@ -66,9 +66,9 @@ class TrainConfig:
     collapse_alarm: float = 0.6     # warn when sample diversity falls below this fraction of the data's
     best: str = ""                  # keep the checkpoint with the lowest value of this check as `best` ("kid")
     balance: str = ""               # regex; captions equal once its matches are removed form a group, and
-                                    # each group is drawn as often as one picture (see train.group_weights)
+                                    # each group is drawn as often as one picture (see feed.group_weights)
     cache_posterior: bool = True    # encode the data once with a frozen autoencoder, not every batch (see
-                                    # train.posterior_cache; off by itself for flipped data or when too big)
+                                    # feed.posterior_cache; off by itself for flipped data or when too big)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"train.steps must be at least 1, got {self.steps}")

@@ -13,12 +13,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from collections import Counter
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,13 +24,14 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
+from .feed import batch_indices, captioner, flips_at, group_weights, posterior_cache
 from .hardware import pick_device, use_bf16
 from .progress import Log, progress_bar
 from .protocol import Batch, Cond, Phase, generators
 
 BEST = "best"                     # the folder that holds the best checkpoint by train.best
 
-# ---------------------------------------------------------------- schedules and data order
+# ---------------------------------------------------------------- schedule
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * lr at cfg.steps."""
@@ -40,44 +39,6 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def batch_indices(step: int, batch_size: int, n: int, seed: int,
-                  weights: Tensor | None = None) -> tuple[Tensor, int, int]:
-    """Indices of the batch at ``step``: consecutive slices of one random order of the n items per epoch.
-
-    The order is a permutation, or with ``weights`` (n,) n draws with replacement in proportion to them.
-    A pure function of its arguments, so resuming needs only the step.
-    Returns (indices, epoch, position in epoch) of the batch's first item.
-    """
-    start = step * batch_size
-    out, epoch, pos = [], start // n, start % n
-    first = (epoch, pos)
-    while len(out) < batch_size:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g) if weights is None else \
-            torch.multinomial(weights, n, replacement=True, generator=g)
-        out.append(order[pos: pos + batch_size - len(out)])
-        epoch, pos = epoch + 1, 0
-    return torch.cat(out)[:batch_size], first[0], first[1]
-
-
-def group_weights(captions: Sequence[str], pattern: str) -> Tensor:
-    """Sampling weights (n,) that draw every group of pictures as often as one picture: captions that are
-    equal once every match of ``pattern`` is removed form a group, each member weighing 1 / its size.
-
-    For the emoji set, ``(: |, )(light|medium-light|medium|medium-dark|dark) skin tone`` puts a person's
-    skin-tone variants in one group, so that half of the pictures no longer take half of the steps.
-    """
-    rx = re.compile(pattern)
-    keys = [rx.sub("", c) for c in captions]
-    size = Counter(keys)
-    return torch.tensor([1.0 / size[k] for k in keys], dtype=torch.float64)
-
-
-def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
-    return torch.rand(batch_size, generator=g) < 0.5
 
 
 # ---------------------------------------------------------------- EMA
@@ -128,56 +89,6 @@ def sample_grid(model: nn.Module, n: int, *, num_classes: int = 0, text: Cond | 
         cond = Cond(labels=None if cond is None else cond.labels, text=text.text[:n], text_mask=text.text_mask[:n],
                     pooled=text.pooled[:n]).to(device)
     return model.sample(n, cond, generator=generators(range(n), device))
-
-
-def captioner(model_cfg: Any, ds, progress: bool) -> Callable[[list[str]], Cond] | None:
-    """For text-conditional models: caption -> text states, from the on-disk embedding cache
-    (every caption of the data set is encoded once, up front)."""
-    if not getattr(model_cfg, "text_dim", 0):
-        return None
-    if ds.captions is None:
-        raise ConfigError("this model paints from text but the data has no captions; add NAME.txt files or a "
-                          "metadata.jsonl (see README), or train a class-conditional/unconditional model")
-    from .text import EmbeddingCache, TextEncoder
-    encoder = TextEncoder(None if model_cfg.text_encoder in ("", "minilm") else model_cfg.text_encoder,
-                          max_tokens=model_cfg.text_tokens)
-    if encoder.dim != model_cfg.text_dim:
-        raise ConfigError(f"the text encoder in {encoder.folder} gives {encoder.dim}-d states but the model "
-                          f"expects --model.text_dim={model_cfg.text_dim}")
-    cache = EmbeddingCache(progress=progress)
-    cache.embed(list(ds.captions), encoder)
-    return lambda captions: cache.embed(captions, encoder)
-
-
-CACHE_BYTES = 2 << 30      # the largest posterior cache kept in memory
-
-
-def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chunk: int = 16) -> Tensor | None:
-    """The output of a model's frozen encoder (``frozen_posterior``) for every training image, (N, ...) on the CPU.
-
-    A latent diffusion model otherwise runs its frozen autoencoder on every batch
-    (a quarter of the painter's training step on a CPU).  None when the model has no
-    frozen encoder or the cache would take over CACHE_BYTES; the trainer also leaves
-    it off for randomly flipped data, whose pictures change from step to step.
-    Small chunks stay in the CPU's caches: the painter's autoencoder takes 2.6 ms
-    a picture in chunks of 16 and 5.9 ms in chunks of 256 on 2 cores.
-    """
-    encode = getattr(model, "frozen_posterior", None)
-    first = None if encode is None else encode(ds.batch([0]).images.to(dev))
-    if first is None:
-        return None
-    size = first.numel() * first.element_size() * len(ds)
-    if size > CACHE_BYTES:
-        if progress:
-            print(f"not caching the autoencoder's output ({size / 2**30:.1f} GiB): encoding every batch instead")
-        return None
-    start = time.perf_counter()
-    parts = [encode(ds.batch(range(i, min(i + chunk, len(ds)))).images.to(dev)).cpu()
-             for i in range(0, len(ds), chunk)]
-    if progress:
-        print(f"encoded the {len(ds)} pictures once with the frozen autoencoder in "
-              f"{time.perf_counter() - start:.0f} s (--train.cache_posterior=false encodes every batch)")
-    return torch.cat(parts)
 
 
 # ---------------------------------------------------------------- the loop

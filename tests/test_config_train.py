@@ -17,7 +17,8 @@ from danqing.config import (
     to_dict,
 )
 from danqing.families.diffusion import Config as DiffusionConfig
-from danqing.train import Run, batch_indices, ema_update, group_weights, lr_at, train
+from danqing.feed import batch_indices, group_weights
+from danqing.train import Run, ema_update, lr_at, train
 
 
 def test_json_round_trip_and_unknown_fields():
