@@ -81,7 +81,7 @@ def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chu
     """The output of a model's frozen encoder (``frozen_posterior``) for every training image, (N, ...) on the CPU.
 
     A latent diffusion model otherwise runs its frozen autoencoder on every batch
-    (a quarter of the painter's training step on a CPU).  None when the model has no
+    (a fifth of the painter's training step on a CPU).  None when the model has no
     frozen encoder or the cache would take over CACHE_BYTES; the trainer also leaves
     it off for randomly flipped data, whose pictures change from step to step.
     Small chunks stay in the CPU's caches: the painter's autoencoder takes 2.6 ms
