@@ -168,9 +168,8 @@ class Diffusion(nn.Module):
         c = self.config
         y = batch.images
         if self.ae is not None:
-            with torch.no_grad(), torch.autocast(y.device.type, enabled=False):
-                post = self.ae.posterior(y.float()) if batch.posterior is None else batch.posterior.chunk(2, dim=1)
-                y = self.ae.from_posterior(*post, sample=True)   # z ~ q(z|x), scaled to unit variance
+            post = self.frozen_posterior(y) if batch.posterior is None else batch.posterior
+            y = self.ae.from_posterior(*post.float().chunk(2, dim=1), sample=True)   # z ~ q(z|x), unit variance
         b = y.shape[0]
         sigma = (torch.randn(b, device=y.device) * c.p_std + c.p_mean).exp()          # EDM Table 1, training
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2           # lambda(sigma)
