@@ -23,6 +23,7 @@ from torch import nn
 
 from . import __version__
 from .config import ConfigError, from_dict, to_dict
+from .fileio import atomic_write
 
 CONFIG, MODEL, EMA, STATE_T, STATE_J, LATEST = (
     "config.json", "model.safetensors", "ema.safetensors",
@@ -119,10 +120,7 @@ def write_checkpoint(path: str | Path, *, family: str, model: nn.Module, extra_c
 
 def set_latest(run_dir: str | Path, name: str) -> None:
     """Point ``run_dir/latest`` at checkpoint folder ``name`` (atomic replace of a one-line file)."""
-    run_dir = Path(run_dir)
-    tmp = run_dir / f".{LATEST}.tmp-{os.getpid()}"
-    tmp.write_text(name + "\n")
-    os.replace(tmp, run_dir / LATEST)
+    atomic_write(Path(run_dir) / LATEST, (name + "\n").encode())
 
 
 # ---------------------------------------------------------------- reading

@@ -1,23 +1,36 @@
 """Atomic file writes: a temporary file beside the target, fsynced, then renamed over it.
 
 A reader sees the old file or the new one, never half of one, and a crash leaves no partial file behind.
+Files get the permissions the umask gives (unlike ``tempfile.mkstemp``'s private 0600 ones): a painting or
+a shared cache stays readable by whoever could read its folder.
 """
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+
+def temp_beside(path: Path) -> Path:
+    """A unique hidden name in ``path``'s folder, for a file that is renamed over ``path`` once complete."""
+    return path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s data to disk (before a rename makes it visible)."""
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
 
 
 def atomic_write(path: str | Path, content: bytes | Callable[[BinaryIO], object]) -> Path:
     """Write ``content`` (bytes, or a function writing to a binary file) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_beside(path)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:                  # O_EXCL, mode 0666 less the umask
             if isinstance(content, bytes | bytearray):
                 f.write(content)
             else:
@@ -26,6 +39,6 @@ def atomic_write(path: str | Path, content: bytes | Callable[[BinaryIO], object]
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path

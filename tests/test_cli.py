@@ -150,6 +150,23 @@ def test_console_script_and_sigkill_leave_a_loadable_checkpoint(tmp_path):
     assert ckpt.resolve(out).name == f"step-{step + 2:07d}"
 
 
+def test_atomic_write_gives_umask_permissions_and_keeps_the_old_file_on_failure(tmp_path):
+    from danqing.fileio import atomic_write
+    old = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "a.png", b"first")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"first" and (path.stat().st_mode & 0o777) == 0o644   # not mkstemp's 0600
+
+    def fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail)
+    assert path.read_bytes() == b"first" and [p.name for p in tmp_path.iterdir()] == ["a.png"]   # no temp file left
+
+
 def test_export_is_weights_only_fp16_and_loads(trained, tmp_path, capsys):
     from safetensors.torch import load_file
     code, out, _ = run(capsys, "export", str(trained / "dcgan"), "-o", str(tmp_path / "shipped"))

@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 
 from ..data.cache import progress_bar
 from ..data.sources import cache_root
-from ..fileio import atomic_write
+from ..fileio import atomic_write, fsync_file, temp_beside
 from ..protocol import Cond
 from .encoder import TextEncoder, _checked_prompts
 
@@ -128,10 +128,10 @@ class _Store:
         meta = {"captions": json.dumps(captions, ensure_ascii=False), "lengths": json.dumps(lengths.tolist())}
         self.shard_dir.mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.safetensors"
-        tmp = _temp_name(self.shard_dir / name)
+        tmp = temp_beside(self.shard_dir / name)
         try:
             save_file(tensors, str(tmp), metadata=meta)
-            _fsync(tmp)
+            fsync_file(tmp)
             os.replace(tmp, self.shard_dir / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -224,13 +224,3 @@ class EmbeddingCache:
             pooled[i] = shard.pooled[row:row + 1][0]
         return Cond(text=text, text_mask=mask, pooled=pooled)
 
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _temp_name(path: Path) -> Path:
-    # A unique hidden name beside ``path``; unlike mkstemp's 0600 files it gets the umask's
-    # permissions, so a cache shared between users stays readable.
-    return path.parent / f".tmp-{uuid.uuid4().hex}{path.suffix}"
