@@ -3,9 +3,12 @@
     python bench/prompt_grid.py --model emoji -o docs/emoji-grid.png
     python bench/prompt_grid.py --model runs/t2i-emoji --compare-guidance -o guidance.png
     python bench/prompt_grid.py --model emoji --heldout 20 -o heldout-pairs.png
+    python bench/prompt_grid.py --model emoji --per-prompt 4 -o seeds.png
 
 By default 32 prompts: 16 subjects from many categories, each in two of the
-five styles (all five styles appear equally often).  --compare-guidance puts
+five styles (all five styles appear equally often).  --per-prompt N paints
+N pictures of every prompt (seeds 1000 * (prompt + 1) + 0 ... N-1), so that a
+subject is judged on more than one draw.  --compare-guidance puts
 guidance 1 (no guidance) next to the model's default for every prompt.
 --heldout N paints N held-out (subject, style) pairs of the emoji data set
 (pairs never seen in training while the subject's other styles were), each
@@ -68,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-guidance", action="store_true")
     ap.add_argument("--heldout", type=int, metavar="N", help="N held-out (subject, style) pairs, real vs painted")
+    ap.add_argument("--per-prompt", type=int, default=1, metavar="N", help="N pictures of each prompt (other seeds)")
     ap.add_argument("-o", "--output", default="prompt-grid.png")
     a = ap.parse_args()
     pipe = danqing.load(a.model)
@@ -76,6 +80,10 @@ def main() -> None:
         for i, (p, real) in enumerate(heldout_pairs(a.heldout)):
             images += [real, *pipe(p, n=1, seed=a.seed + i)]
             labels += [f"real: {p}", "painted"]
+    elif a.per_prompt > 1:
+        for i, p in enumerate(prompts()):
+            images += pipe(p, n=a.per_prompt, seed=a.seed + 1000 * (i + 1))
+            labels += [p] + [""] * (a.per_prompt - 1)
     else:
         for i, p in enumerate(prompts()):
             scales = [1.0, pipe.model.config.guidance] if a.compare_guidance else [None]
