@@ -178,6 +178,18 @@ def test_unknown_backbone_is_a_clear_error():
         fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="resnet"))
 
 
+def test_latent_presets_precondition_for_the_calibrated_latent_std():
+    """EDM's c_skip, c_out, c_in and lambda assume data of std sigma_data.  calibrate() scales latents to
+    std 1 (latent_scale = 1 / std, a closed form), so every latent preset must use sigma_data = 1."""
+    ae = FAMILIES["autoencoder"].Model(FAMILIES["autoencoder"].PRESETS["tiny"])
+    images = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    ae.calibrate(images)
+    assert float(ae.encode(images).std()) == pytest.approx(1.0, rel=1e-4)
+    latent = {f"{fam}:{p}": c.sigma_data for fam in FAMILIES for p, c in FAMILIES[fam].PRESETS.items()
+              if getattr(c, "ae", None) is not None}
+    assert latent and set(latent.values()) == {1.0}, latent
+
+
 def test_loss_takes_the_frozen_posterior_precomputed():
     """Latent diffusion: a batch carrying frozen_posterior(images) gives the same loss as encoding the images."""
     model = tiny("t2i")
