@@ -69,6 +69,8 @@ class TrainConfig:
                                     # each group is drawn as often as one picture (see feed.group_weights)
     cache_posterior: bool = True    # encode the data once with a frozen autoencoder, not every batch (see
                                     # feed.posterior_cache; off by itself for flipped data or when too big)
+    variants: float = 0.5           # chance that a picture with caption variants is trained on one of them
+                                    # instead of its caption (see feed.phrasings_at; 0 = captions only)
 
     def __post_init__(self) -> None:
         _check(self.steps >= 1, f"train.steps must be at least 1, got {self.steps}")
@@ -80,6 +82,7 @@ class TrainConfig:
         _check(min(self.warmup, self.grad_clip, self.weight_decay, self.time_limit, self.sample_every,
                    self.ckpt_every, self.threads, self.eval_every, self.collapse_alarm) >= 0,
                "train settings must not be negative")
+        _check(0 <= self.variants <= 1, f"train.variants must be in [0, 1], got {self.variants}")
         _check(self.eval_n >= 2, f"train.eval_n must be at least 2, got {self.eval_n}")
         _check(self.best in ("", "kid"), f"train.best must be kid (or empty), got {self.best!r}")
         _check(self.keep >= 1, "train.keep must be at least 1 (the latest checkpoint)")

@@ -50,14 +50,25 @@ def group_weights(captions: Sequence[str], pattern: str) -> Tensor:
     return torch.tensor([1.0 / size[k] for k in keys], dtype=torch.float64)
 
 
+def phrasings_at(step: int, idx: Sequence[int], captions: Sequence[str], variants: Sequence[Sequence[str]],
+                 share: float, seed: int) -> list[str]:
+    """The text each picture ``idx`` is trained on at ``step``: with chance ``share`` one of its caption
+    variants (all equally likely), else its caption; pictures without variants keep their caption.
+    A pure function of its arguments, like the batch order, so a resumed run reads the same texts."""
+    g = torch.Generator().manual_seed(seed * 104_729 + step + 1)
+    use, pick = torch.rand(2, len(idx), generator=g).tolist()
+    return [variants[i][int(p * len(variants[i]))] if u < share and variants[i] else captions[i]
+            for i, u, p in zip(idx, use, pick)]
+
+
 def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
     g = torch.Generator().manual_seed(seed * 7_919 + step + 1)
     return torch.rand(batch_size, generator=g) < 0.5
 
 
-def captioner(model_cfg: Any, ds, progress: bool) -> Callable[[list[str]], Cond] | None:
+def captioner(model_cfg: Any, ds, progress: bool, *, variants: bool = False) -> Callable[[list[str]], Cond] | None:
     """For text-conditional models: caption -> text states, from the on-disk embedding cache
-    (every caption of the data set is encoded once, up front)."""
+    (every caption of the data set, and with ``variants`` their other phrasings, is encoded once, up front)."""
     if not getattr(model_cfg, "text_dim", 0):
         return None
     if ds.captions is None:
@@ -70,7 +81,10 @@ def captioner(model_cfg: Any, ds, progress: bool) -> Callable[[list[str]], Cond]
         raise ConfigError(f"the text encoder in {encoder.folder} gives {encoder.dim}-d states but the model "
                           f"expects --model.text_dim={model_cfg.text_dim}")
     cache = EmbeddingCache(progress=progress)
-    cache.embed(list(ds.captions), encoder)
+    texts = list(ds.captions)
+    if variants and ds.variants is not None:
+        texts += [v for options in ds.variants for v in options]
+    cache.embed(texts, encoder)
     return lambda captions: cache.embed(captions, encoder)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
-from .feed import batch_indices, captioner, flips_at, group_weights, posterior_cache
+from .feed import batch_indices, captioner, flips_at, group_weights, phrasings_at, posterior_cache
 from .hardware import pick_device, use_bf16
 from .progress import Log, progress_bar
 from .protocol import Batch, Cond, Phase, generators
@@ -183,7 +183,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         torch.set_rng_state(state["rng"])
     bf16 = use_bf16(tc.bf16, dev)
     num_classes = getattr(run.model, "num_classes", 0)
-    embed = captioner(run.model, ds, progress)
+    phrased = ds.variants is not None and tc.variants > 0
+    embed = captioner(run.model, ds, progress, variants=phrased)
     posterior = posterior_cache(model, ds, dev, progress) if tc.cache_posterior and not run.data.flip else None
     grid_text = None
     if embed is not None:                  # the grid shows the captions of evenly spaced training images
@@ -205,6 +206,10 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         if weights is not None:
             print(f"balanced: {len(ds)} pictures drawn as {round(weights.sum().item())} equally likely groups "
                   f"(--train.balance)")
+        if phrased:
+            have = sum(map(bool, ds.variants))
+            print(f"caption variants: {have} of {len(ds)} pictures have other phrasings, each trained on one "
+                  f"{tc.variants:.0%} of the time (--train.variants)")
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
@@ -241,7 +246,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if posterior is not None:
                 batch.posterior = posterior[idx]
             if embed is not None:
-                batch.cond = embed(batch.captions)
+                batch.cond = embed(phrasings_at(step, idx.tolist(), ds.captions, ds.variants, tc.variants, tc.seed)
+                                   if phrased else batch.captions)
             batch = batch.to(dev)
             lr = lr_at(step, tc)
             logs = {"lr": lr}

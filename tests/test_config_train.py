@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from danqing.config import (
     to_dict,
 )
 from danqing.families.diffusion import Config as DiffusionConfig
-from danqing.feed import batch_indices, group_weights
+from danqing.feed import batch_indices, group_weights, phrasings_at
 from danqing.train import Run, ema_update, lr_at, train
 
 
@@ -75,6 +76,22 @@ def test_balanced_data_order_draws_each_group_equally_often():
     alone = (draws == 0).sum().item()
     assert 900 <= alone <= 1100                               # half of 2000 draws (a permutation gives 400)
     assert torch.equal(batch_indices(7, 3, 5, seed=1, weights=w)[0], batch_indices(7, 3, 5, seed=1, weights=w)[0])
+
+
+def test_caption_variants_are_drawn_by_share_and_step():
+    caps = ["fox", "owl", "cat"]
+    variants = [["a fox", "fox face"], [], ["a cat"]]
+    idx = [0, 1, 2, 0]
+    assert phrasings_at(3, idx, caps, variants, 0.0, seed=0) == ["fox", "owl", "cat", "fox"]
+    always = phrasings_at(3, idx, caps, variants, 1.0, seed=0)
+    assert always[1] == "owl" and always[2] == "a cat" and {always[0], always[3]} <= {"a fox", "fox face"}
+    assert phrasings_at(5, idx, caps, variants, 0.5, seed=2) == phrasings_at(5, idx, caps, variants, 0.5, seed=2)
+    # Over 4000 draws of picture 0 at share 0.3: the caption ~70%, each variant ~15% (binomial sd < 1%).
+    drawn = Counter(t for step in range(1000) for t in phrasings_at(step, [0] * 4, caps, variants, 0.3, seed=1))
+    assert abs(drawn["fox"] / 4000 - 0.7) < 0.03
+    assert abs(drawn["a fox"] / 4000 - 0.15) < 0.02 and abs(drawn["fox face"] / 4000 - 0.15) < 0.02
+    with pytest.raises(ConfigError, match="train.variants must be in"):
+        TrainConfig(variants=1.5)
 
 
 def test_balance_without_captions_is_refused_before_anything_is_written(tmp_path):

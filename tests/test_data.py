@@ -195,6 +195,28 @@ def test_nested_metadata_and_single_wrapper_folder(tmp_path):
     assert ds.captions == ["near", "why"]
 
 
+def test_caption_variants_from_metadata(tmp_path):
+    root = tmp_path / "set"
+    root.mkdir()
+    for name in ("a", "b", "c"):
+        solid((8, 8), RED).save(root / f"{name}.png")
+    (root / "c.txt").write_text("from the txt")
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(e) for e in [
+        {"file_name": "a.png", "text": "fox", "variants": ["a fox", " fox face ", ""]},
+        {"file_name": "b.png", "text": "owl"},
+        {"file_name": "c.png", "text": "hidden", "variants": ["not used: the .txt wins"]},
+    ]) + "\n")
+    ds = load(root, size=8)
+    assert ds.captions == ["fox", "owl", "from the txt"]
+    assert ds.variants == [["a fox", "fox face"], [], []]
+    assert load(root, size=8).variants == ds.variants, "read back from the cache"
+    (root / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "fox"}\n')
+    assert load(root, size=8).variants is None
+    (root / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "fox", "variants": "a fox"}\n')
+    with pytest.raises(DataError, match='"variants" must be a list of strings'):
+        load(root, size=8)
+
+
 def test_bad_metadata_line_is_an_error(tmp_path):
     (tmp_path / "d").mkdir()
     solid((8, 8), RED).save(tmp_path / "d" / "a.png")

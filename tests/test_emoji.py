@@ -14,14 +14,8 @@ from PIL import Image, ImageDraw
 
 from danqing.config import DataConfig
 from danqing.data import DataError, cache_root, fetch, load_dataset
-from danqing.data.emoji import (
-    build_emoji,
-    cldr_name,
-    emoji_dir,
-    heldout_pairs,
-    heldout_subject,
-    key_from_hex,
-)
+from danqing.data.emoji import build_emoji, emoji_dir, heldout_pairs, heldout_subject
+from danqing.data.emoji_names import caption_variants, cldr_name, key_from_hex
 
 fetch_mod = importlib.import_module("danqing.data.fetch")
 
@@ -96,7 +90,7 @@ def test_build_writes_captioned_split_folders(tmp_path):
     assert len(train) + len(held) == 3 * len(KEYS) - 1 == report.train + report.heldout
 
     for row in train + held:
-        assert set(row) == {"file_name", "text", "subject", "style", "source", "key"}
+        assert set(row) == {"file_name", "text", "variants", "subject", "style", "source", "key"}
         slug = row["file_name"].split("/")[0]
         assert row["file_name"] == f"{slug}/{row['key']}.png" and row["style"] == f"{slug} style"
         assert row["text"] == f"{NAMES[row['key']]}, {slug} style" and row["source"] == f"test fake-{slug} 1.0"
@@ -184,6 +178,37 @@ def test_builder_refuses_bad_keys_and_names(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_caption_variants():
+    fox = caption_variants("fox", "3d style", ["fox face", "Fox"])
+    assert fox == ["fox face, 3d style", "a fox, 3d style", "a fox face, 3d style"], "'Fox' only differs in case"
+    assert caption_variants("owl", "noto style") == ["an owl, noto style"]
+    assert caption_variants("unicorn", "flat style") == ["a unicorn, flat style"]
+    assert caption_variants("flag: Finland", "flat style", ["flag for Finland"]) == ["flag for Finland, flat style"]
+    assert caption_variants("two hearts", "flat style") == [] and caption_variants("keycap: 1", "3d style") == []
+    assert caption_variants("left-facing fist", "3d style", ["left facing fist"]) == ["a left-facing fist, 3d style"]
+
+
+def test_aliases_and_refreshing_an_older_build(tmp_path):
+    pytest.importorskip("emoji")
+    from danqing.data.emoji import refresh_captions
+    from danqing.data.emoji_names import aliases_of, emoji_aliases
+    assert emoji_aliases()["1f98a"] == ["fox face"] and "+1" not in emoji_aliases().get("1f44d", [])
+    assert "thumbsup: medium skin tone" in aliases_of("1f44d-1f3fd", "thumbs up: medium skin tone")
+    assert aliases_of("1f680", "rocket") == []
+
+    target = tmp_path / "emoji"
+    build_emoji(fake_sources(), target, log=print)
+    assert rows(target, "train")[0]["variants"] == caption_variants(
+        NAMES["1f300"], "alpha style", emoji_aliases().get("1f300", []))
+    before = {split: rows(target, split) for split in ("train", "heldout")}
+    for split in before:                                 # as written before captions had variants
+        old = [{k: v for k, v in r.items() if k != "variants"} for r in rows(target, split)]
+        (target / split / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert refresh_captions(target) == 3 * len(KEYS) - 1
+    assert {split: rows(target, split) for split in before} == before
+    assert refresh_captions(target) == 0, "nothing left to change"
+
+
 def test_emoji_builtins_load_as_folders():
     with pytest.raises(DataError, match="has not been downloaded yet.*run `danqing data fetch emoji`"):
         load_dataset(DataConfig(source="emoji", size=32), progress=False)
@@ -249,7 +274,7 @@ def test_keys_and_cldr_names():
 
 def test_emoji_table_and_fluent_names():
     pytest.importorskip("emoji")
-    from danqing.data.emoji import emoji_table, fluent_keys
+    from danqing.data.emoji_names import emoji_table, fluent_keys
     table = emoji_table()
     assert table["1f98a"][0] == "fox" and table["1f469-1f3fd-200d-1f4bb"][0] == "woman technologist: medium skin tone"
     assert "1f3fb" not in table and "1f1e6" not in table, "components and lone regional letters have no name"

@@ -230,3 +230,39 @@ def test_trainer_encodes_the_data_once_and_trains_the_same(tmp_path, tiny_text_e
     a, b = load_file(str(runs[True] / ckpt.MODEL)), load_file(str(runs[False] / ckpt.MODEL))
     for k in a:                                               # 4 steps move weights by up to ~6e-4
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_trainer_draws_caption_variants(tmp_path, tiny_text_encoder, monkeypatch):
+    """Pictures with caption variants are trained on them as often as --train.variants says; all texts
+    are encoded once, up front, and evaluation-side texts (the sample grid) stay the captions."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from danqing.text import EmbeddingCache
+    monkeypatch.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
+    c = FAMILIES["t2i"].PRESETS["tiny"]
+    root = tmp_path / "pics"
+    root.mkdir()
+    rows = []
+    for i in range(6):
+        Image.fromarray(np.full((c.image_size, c.image_size, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+        rows.append({"file_name": f"{i}.png", "text": f"thing {i}", "variants": [f"a thing {i}", f"item {i}"]})
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    asked: list[list[str]] = []
+    embed = EmbeddingCache.embed
+    monkeypatch.setattr(EmbeddingCache, "embed", lambda self, texts, enc: asked.append(list(texts)) or embed(self, texts, enc))
+    seen = {}
+    for share in (0.0, 1.0):
+        asked.clear()
+        run = Run("t2i", c, DataConfig(str(root), size=c.image_size, channels=c.image_channels),
+                  TrainConfig(steps=3, batch_size=4, bf16="off", sample_every=0, sample_n=2, variants=share), "tiny")
+        train(run, tmp_path / f"run{share}", progress=False)
+        seen[share] = asked[2:2 + 3]           # after the up-front call and the sample grid's texts
+        up_front = set(asked[0])
+        assert {f"thing {i}" for i in range(6)} <= up_front
+        assert ({f"item {i}" for i in range(6)} <= up_front) == (share > 0), "variants encoded only when used"
+        assert all(t.startswith("thing ") for t in asked[1]), "the sample grid shows captions"
+    assert all(t.startswith("thing ") for texts in seen[0.0] for t in texts)
+    assert not any(t.startswith("thing ") for texts in seen[1.0] for t in texts)

@@ -39,7 +39,8 @@ class CacheWriter:
         self.count += 1
 
     def commit(self, chw: tuple[int, int, int], labels: np.ndarray | None, class_names: list[str],
-               captions: list[str] | None, skipped: dict[str, int], source: str) -> None:
+               captions: list[str] | None, skipped: dict[str, int], source: str, *,
+               variants: list[list[str]] | None = None) -> None:
         self.raw.close()
         # The count is only known at the end (files get skipped), so the raw
         # bytes are streamed behind a header rather than held in memory.
@@ -52,7 +53,7 @@ class CacheWriter:
         os.remove(self.tmp / "images.raw")
         meta = {"format": FORMAT_VERSION, "count": self.count, "source": source, "skipped": skipped,
                 "labels": None if labels is None else labels.tolist(), "class_names": class_names,
-                "captions": captions}
+                "captions": captions, "variants": variants}
         with open(self.tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, ensure_ascii=False)
             f.flush()
@@ -78,7 +79,7 @@ def read_cache(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     n = images.shape[0]
     if images.dtype != np.uint8 or images.ndim != 4 or n != meta["count"]:
         raise ValueError(f"images.npy holds {images.dtype} {images.shape}, expected {meta['count']} uint8 images")
-    if (meta["labels"] is not None and len(meta["labels"]) != n) or (meta["captions"] is not None and len(meta["captions"]) != n):
+    if any(meta.get(k) is not None and len(meta[k]) != n for k in ("labels", "captions", "variants")):
         raise ValueError("labels or captions do not match the number of images")
     return images, meta
 

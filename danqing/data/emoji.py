@@ -10,7 +10,6 @@ tests can pass fake ones; the five real ones (which download) are in fetch.py.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -19,7 +18,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib.util import find_spec
@@ -28,6 +26,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 from PIL import Image, features
 
+from ..fileio import atomic_write
+from .emoji_names import aliases_of, caption_variants
 from .sources import DataError
 
 SIZE = 128                  # side of the stored images; training resizes them again
@@ -57,111 +57,6 @@ class EmojiSource(Protocol):
 def emoji_dir(root: Path) -> Path:
     """Where ``fetch("emoji")`` puts the data set under the cache root ``root``."""
     return root / "sources" / "emoji"
-
-
-# ---------------------------------------------------------------- names
-
-def key_of(codepoints: Iterable[int]) -> str:
-    """``[0x1F98A, 0xFE0F]`` -> ``"1f98a"``: the match key shared by all sources."""
-    return "-".join(f"{c:x}" for c in codepoints if c != 0xFE0F)
-
-
-def key_from_hex(stem: str) -> str | None:
-    """A file stem such as ``"1F441-FE0F-200D-1F5E8"`` as a key, or None if it is not hex."""
-    try:
-        return key_of(int(part, 16) for part in stem.split("-"))
-    except ValueError:
-        return None
-
-
-_TONE = r"(?:light|medium-light|medium|medium-dark|dark) skin tone"
-_PEOPLE = r"(?:man|woman|person|boy|girl|adult|child)"
-
-
-def cldr_name(text: str, en: str) -> str:
-    """Restore CLDR punctuation to a name from the ``emoji`` package.
-
-    That package stores ``:woman_technologist_medium_skin_tone:``; CLDR (and
-    Unicode's emoji-test.txt) says "woman technologist: medium skin tone".
-    These rules reproduce over 99% of the Unicode 15 names exactly.
-    """
-    name = en.strip(":").replace("_", " ")
-    cps = [ord(c) for c in text if ord(c) != 0xFE0F]
-    if (len(cps) == 2 and all(0x1F1E6 <= c <= 0x1F1FF for c in cps)) or \
-            (len(cps) > 1 and cps[0] == 0x1F3F4 and 0xE0020 <= cps[1] <= 0xE007F):
-        return f"flag: {name}"          # regional-indicator pairs and subdivision tag flags
-    if name.startswith("keycap "):
-        return f"keycap: {name[7:]}"
-    tones = re.fullmatch(rf"(.*?) ({_TONE})(?: ({_TONE}))?(?: (.*))?", name)
-    if tones:
-        name = f"{tones[1]}: " + ", ".join(p for p in tones.groups()[1:] if p)
-    people = re.fullmatch(rf"(kiss|couple with heart|family) ({_PEOPLE}(?: {_PEOPLE})*)(?:: (.*))?", name)
-    if people:
-        return f"{people[1]}: " + ", ".join([*people[2].split(), *([people[3]] if people[3] else [])])
-    hair = re.fullmatch(r"(man|woman|person) (white hair|red hair|curly hair|bald|beard|blond hair)", name)
-    return f"{hair[1]}: {hair[2]}" if hair else name
-
-
-@functools.lru_cache(maxsize=1)
-def emoji_table() -> dict[str, tuple[str, str]]:
-    """key -> (subject, emoji text); components (skin-tone swatches) and lone regional letters have no name."""
-    try:
-        import emoji
-    except ImportError:
-        raise DataError("the emoji data set takes its names from the `emoji` package, which is not "
-                        "installed; run `pip install 'danqing[emoji]'` (or `pip install emoji`)") from None
-    table: dict[str, tuple[str, str]] = {}
-    for text, info in emoji.EMOJI_DATA.items():
-        if info.get("status") == emoji.STATUS["fully_qualified"]:
-            table[key_of(map(ord, text))] = (cldr_name(text, info["en"]), text)
-    return table
-
-
-_TONE_CODES = {"light": "1f3fb", "medium-light": "1f3fc", "medium": "1f3fd", "medium-dark": "1f3fe", "dark": "1f3ff"}
-# Fluent file names that differ from the CLDR name by more than punctuation.
-_FLUENT_NAMES = {
-    "blackbird": "1f426-200d-2b1b", "phoenix-bird": "1f426-200d-1f525", "red-triangle": "1f53a",
-    "stuffedbread-flat": "1f959", "hugging-face": "1f917", "knocked-out-face": "1f635", "pouting-face": "1f621",
-    "keycap-asterisk": "2a-20e3", "keycap-hashtag": "23-20e3",
-    "person-blonde-hair": "1f471", "man-blonde-hair": "1f471-200d-2642", "woman-blonde-hair": "1f471-200d-2640",
-    **{f"{who}-{what}": f"{base}{suffix}"
-       for who, suffix in (("person", ""), ("man", "-200d-2642"), ("woman", "-200d-2640"))
-       for what, base in (("merpeople", "1f9dc"), ("deaf", "1f9cf"), ("with-bunny-ears", "1f46f"), ("wrestling", "1f93c"))},
-}
-
-
-def _slug(text: str) -> str:
-    """"eight o’clock" -> "eight-oclock", "piñata" -> "pinata" (the Fluent spelling)."""
-    plain = unicodedata.normalize("NFKD", text.lower().replace("’", "").replace("'", ""))
-    return re.sub(r"[^a-z0-9]+", "-", plain.encode("ascii", "ignore").decode()).strip("-")
-
-
-def fluent_keys(stems: Iterable[str]) -> dict[str, str]:
-    """Match Fluent file names ("thumbs-up-medium-dark", "fox") to keys; unmatched ones are left out.
-    Names are CLDR names with tone suffixes, a tone only when the "-default" file exists too."""
-    table = emoji_table()
-    by_slug: dict[str, str | None] = {}
-    for key, (name, _) in table.items():       # "keycap: #" and "keycap: *" both slug to "keycap": ambiguous
-        slug = _slug(name)
-        by_slug[slug] = key if by_slug.get(slug, key) == key else None
-    stems = set(stems)
-    out: dict[str, str] = {}
-    for stem in stems:
-        base, tone = stem.removesuffix("-default"), None
-        for word in sorted(_TONE_CODES, key=len, reverse=True):
-            if stem.endswith(f"-{word}") and f"{stem[:-len(word) - 1]}-default" in stems:
-                base, tone = stem[:-len(word) - 1], word
-                break
-        key = _FLUENT_NAMES.get(base) or by_slug.get(base) or by_slug.get(base.removeprefix("person-"))
-        if key is not None and tone is not None:
-            # "X: dark skin tone" by name, else the tone modifier right after the first codepoint.
-            parts = key.split("-")
-            toned = [by_slug.get(f"{_slug(table[key][0])}-{tone}-skin-tone"),
-                     "-".join([parts[0], _TONE_CODES[tone], *parts[1:]])]
-            key = next((k for k in toned if k in table), None)
-        if key is not None:
-            out[stem] = key
-    return out
 
 
 # ---------------------------------------------------------------- images
@@ -355,6 +250,7 @@ def _split_and_write(reports: list[SourceReport], subjects: dict[tuple[str, str]
         (tmp / split / slug).mkdir(parents=True, exist_ok=True)
         os.replace(tmp / "all" / slug / f"{key}.png", tmp / split / slug / f"{key}.png")
         rows[split].append({"file_name": f"{slug}/{key}.png", "text": f"{subject}, {style[slug]}",
+                            "variants": caption_variants(subject, style[slug], aliases_of(key, subject)),
                             "subject": subject, "style": style[slug], "source": origin[slug] or slug, "key": key})
         counts[split, slug] += 1
     shutil.rmtree(tmp / "all")
@@ -369,6 +265,23 @@ def _split_and_write(reports: list[SourceReport], subjects: dict[tuple[str, str]
     (tmp / "SPLIT.md").write_text(_split_doc(report), encoding="utf-8")
     _write_licences(tmp, [r for r in reports if not r.missing])
     return report
+
+
+def refresh_captions(target: Path) -> int:
+    """Recompute the caption variants in a built data set's metadata.jsonl files: they come from the
+    ``emoji`` package's aliases and the rules above, not from the pictures, so an older build is
+    brought up to date without drawing it again.  Returns how many pictures' variants changed."""
+    changed = 0
+    for meta in sorted(target.glob("*/metadata.jsonl")):
+        rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
+        fresh = [caption_variants(r["subject"], r["style"], aliases_of(r["key"], r["subject"])) for r in rows]
+        stale = sum(r.get("variants") != v for r, v in zip(rows, fresh))
+        if stale:
+            for row, variants in zip(rows, fresh):
+                row["variants"] = variants
+            atomic_write(meta, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+            changed += stale
+    return changed
 
 
 def _split_doc(report: EmojiReport) -> str:

