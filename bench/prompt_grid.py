@@ -4,11 +4,15 @@
     python bench/prompt_grid.py --model runs/t2i-emoji --compare-guidance -o guidance.png
     python bench/prompt_grid.py --model emoji --heldout 20 -o heldout-pairs.png
     python bench/prompt_grid.py --model emoji --per-prompt 4 -o seeds.png
+    python bench/prompt_grid.py --model emoji --phrasings -o phrasings.png
 
 By default 32 prompts: 16 subjects from many categories, each in two of the
 five styles (all five styles appear equally often).  --per-prompt N paints
 N pictures of every prompt (seeds 1000 * (prompt + 1) + 0 ... N-1), so that a
-subject is judged on more than one draw.  --compare-guidance puts
+subject is judged on more than one draw.  --phrasings paints 16 prompts
+worded as people type them rather than as the captions read ("a fox face,
+3d style" for "fox, 3d style"), 4 draws each; the last four use words no
+caption or caption variant has ("a cup of tea").  --compare-guidance puts
 guidance 1 (no guidance) next to the model's default for every prompt.
 --heldout N paints N held-out (subject, style) pairs of the emoji data set
 (pairs never seen in training while the subject's other styles were), each
@@ -31,6 +35,11 @@ from danqing.data.sources import cache_root
 SUBJECTS = ["fox", "red apple", "rocket", "sunflower", "pizza", "cat face", "grinning face", "red heart",
             "snowman", "guitar", "house", "sun", "frog", "teacup without handle", "airplane", "birthday cake"]
 STYLES = ["twemoji style", "noto style", "outline style", "flat style", "3d style"]
+PHRASED = ["a fox face, 3d style", "a red apple, flat style", "a cat face, noto style", "a rocket, outline style",
+           "an apple, twemoji style", "a cat, 3d style", "a snowman, flat style", "a house, twemoji style",
+           "a sunflower, outline style", "a birthday cake, noto style", "an airplane, 3d style",
+           "a guitar, noto style", "a cup of tea, flat style", "a smiling face, 3d style",
+           "a slice of pizza, twemoji style", "a frog face, outline style"]
 
 
 def prompts() -> list[str]:
@@ -72,6 +81,7 @@ def main() -> None:
     ap.add_argument("--compare-guidance", action="store_true")
     ap.add_argument("--heldout", type=int, metavar="N", help="N held-out (subject, style) pairs, real vs painted")
     ap.add_argument("--per-prompt", type=int, default=1, metavar="N", help="N pictures of each prompt (other seeds)")
+    ap.add_argument("--phrasings", action="store_true", help="16 prompts worded as people type them, 4 draws each")
     ap.add_argument("-o", "--output", default="prompt-grid.png")
     a = ap.parse_args()
     pipe = danqing.load(a.model)
@@ -80,10 +90,11 @@ def main() -> None:
         for i, (p, real) in enumerate(heldout_pairs(a.heldout)):
             images += [real, *pipe(p, n=1, seed=a.seed + i)]
             labels += [f"real: {p}", "painted"]
-    elif a.per_prompt > 1:
-        for i, p in enumerate(prompts()):
-            images += pipe(p, n=a.per_prompt, seed=a.seed + 1000 * (i + 1))
-            labels += [p] + [""] * (a.per_prompt - 1)
+    elif a.per_prompt > 1 or a.phrasings:
+        n = a.per_prompt if a.per_prompt > 1 else 4
+        for i, p in enumerate(PHRASED if a.phrasings else prompts()):
+            images += pipe(p, n=n, seed=a.seed + 1000 * (i + 1))
+            labels += [p] + [""] * (n - 1)
     else:
         for i, p in enumerate(prompts()):
             scales = [1.0, pipe.model.config.guidance] if a.compare_guidance else [None]

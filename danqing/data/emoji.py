@@ -3,7 +3,8 @@
 Sets are matched by ``key``: the codepoint sequence in lower-case hex joined
 by ``-``, U+FE0F removed (the fox is ``1f98a`` everywhere).  Subjects are the
 CLDR names from the ``emoji`` package with CLDR punctuation restored ("woman
-technologist: medium skin tone"); captions read "fox, noto style".  Output:
+technologist: medium skin tone"); captions read "fox, noto style", with other
+phrasings as "variants" (names and variants: emoji_names.py).  Output:
 ``sources/emoji/{train,heldout}/<folder>/<key>.png`` + ``metadata.jsonl``, and
 SPLIT.md, LICENSES.md, licenses.json.  ``build_emoji`` takes any sources, so
 tests can pass fake ones; the five real ones (which download) are in fetch.py.
@@ -321,7 +322,7 @@ def _write_licences(tmp: Path, reports: list[SourceReport]) -> None:
               f"- Package: {' '.join(filter(None, (e.get(k) for k in ('registry', 'package', 'version'))))}\n"
               f"- Licence: {e.get('licence', '?')}\n- Attribution: {e.get('attribution', '?')}\n"
               f"- Home: {e.get('url', '?')}\n" for e in entries]
-    parts.append("\nSubject names come from the `emoji` Python package (CLDR short names).\n")
+    parts.append("\nSubject names (CLDR short names) and their aliases come from the `emoji` Python package.\n")
     (tmp / "LICENSES.md").write_text("".join(parts), encoding="utf-8")
 
 

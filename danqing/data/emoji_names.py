@@ -162,8 +162,8 @@ def aliases_of(key: str, subject: str) -> list[str]:
 
 def caption_variants(subject: str, style: str, aliases: Sequence[str] = ()) -> list[str]:
     """Other phrasings of the caption "{subject}, {style}", which text-to-image training draws too:
-    the subject with an article, and each alias with and without one.  For the fox: "a fox, 3d style",
-    "fox face, 3d style", "a fox face, 3d style".  Names and counted things ("flag: Finland",
+    each alias, then the subject and each alias with an article.  For the fox: "fox face, 3d style",
+    "a fox, 3d style", "a fox face, 3d style".  Names and counted things ("flag: Finland",
     "two hearts", "keycap: 5") get no article; aliases equal to the subject but for case, hyphens
     or spaces are dropped."""
     by_plain: dict[str, str] = {}
