@@ -210,6 +210,7 @@ def test_caption_variants_from_metadata(tmp_path):
     assert ds.captions == ["fox", "owl", "from the txt"]
     assert ds.variants == [["a fox", "fox face"], [], []]
     assert load(root, size=8).variants == ds.variants, "read back from the cache"
+    assert describe(ds)["caption variants"] == 2
     (root / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "fox"}\n')
     assert load(root, size=8).variants is None
     (root / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "fox", "variants": "a fox"}\n')

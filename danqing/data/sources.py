@@ -427,7 +427,9 @@ def describe(ds: ImageDataset) -> dict[str, Any]:
         counts = np.bincount(ds.labels, minlength=len(ds.class_names))
         classes = {name: int(c) for name, c in zip(ds.class_names, counts)}
     return {"source": ds.source, "count": len(ds), "shape": list(ds.images.shape[1:]), "classes": classes,
-            "captions": ds.captions is not None, "skipped": dict(ds.skipped), "fingerprint": ds.fingerprint}
+            "captions": ds.captions is not None,
+            "caption variants": 0 if ds.variants is None else sum(map(len, ds.variants)),
+            "skipped": dict(ds.skipped), "fingerprint": ds.fingerprint}
 
 
 def preview_grid(ds: ImageDataset, n: int = 64) -> Image.Image:
