@@ -251,14 +251,13 @@ def _split_and_write(reports: list[SourceReport], subjects: dict[tuple[str, str]
         (tmp / split / slug).mkdir(parents=True, exist_ok=True)
         os.replace(tmp / "all" / slug / f"{key}.png", tmp / split / slug / f"{key}.png")
         rows[split].append({"file_name": f"{slug}/{key}.png", "text": f"{subject}, {style[slug]}",
-                            "variants": caption_variants(subject, style[slug], aliases_of(key, subject)),
+                            "variants": _variants(subject, style[slug], key),
                             "subject": subject, "style": style[slug], "source": origin[slug] or slug, "key": key})
         counts[split, slug] += 1
     shutil.rmtree(tmp / "all")
     for split, entries in rows.items():
         (tmp / split).mkdir(exist_ok=True)
-        with open(tmp / split / "metadata.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        _write_rows(tmp / split / "metadata.jsonl", entries)
     for r in reports:
         r.train, r.heldout = counts["train", r.slug], counts["heldout", r.slug]
     report = EmojiReport(reports, len(rows["train"]), len(rows["heldout"]),
@@ -275,14 +274,22 @@ def refresh_captions(target: Path) -> int:
     changed = 0
     for meta in sorted(target.glob("*/metadata.jsonl")):
         rows = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines() if line.strip()]
-        fresh = [caption_variants(r["subject"], r["style"], aliases_of(r["key"], r["subject"])) for r in rows]
+        fresh = [_variants(r["subject"], r["style"], r["key"]) for r in rows]
         stale = sum(r.get("variants") != v for r, v in zip(rows, fresh))
         if stale:
             for row, variants in zip(rows, fresh):
                 row["variants"] = variants
-            atomic_write(meta, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
+            _write_rows(meta, rows)
             changed += stale
     return changed
+
+
+def _variants(subject: str, style: str, key: str) -> list[str]:
+    return caption_variants(subject, style, aliases_of(key, subject))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    atomic_write(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode())
 
 
 def _split_doc(report: EmojiReport) -> str:
