@@ -28,6 +28,7 @@ from danqing.families import FAMILIES
 from danqing.hardware import cpu_has_bf16
 from danqing.images import save_grid
 from danqing.metrics.judge import train_judge
+from danqing.pixels import from_uint8
 from danqing.protocol import Cond, generators
 from danqing.train import Run, train
 
@@ -49,7 +50,7 @@ def main() -> None:
     cfg = fam.PRESETS["digits"]
 
     ds = load_dataset(DataConfig("digits", size=32, channels=1), progress=False)
-    real = torch.from_numpy(np.array(ds.images)).float() / 127.5 - 1
+    real = from_uint8(torch.from_numpy(np.array(ds.images)))
     t0 = time.perf_counter()
     judge, acc = train_judge(real, torch.from_numpy(ds.labels))
     print(f"judge: CNN trained on 80% of the real digits, held-out accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)")

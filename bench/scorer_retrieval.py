@@ -19,9 +19,10 @@ import torch
 from danqing import checkpoint as ckpt
 from danqing.config import DataConfig
 from danqing.data import load_dataset
-from danqing.metrics.scorer import retrieval_at
+from danqing.metrics.scorer import facts, retrieval_at
 from danqing.pipeline import resolve_model
-from danqing.text import TextEncoder
+from danqing.pixels import from_uint8
+from danqing.text import text_encoder_for
 
 STYLES = ["twemoji style", "noto style", "outline style", "flat style", "3d style"]
 
@@ -29,7 +30,7 @@ STYLES = ["twemoji style", "noto style", "outline style", "flat style", "3d styl
 def evaluate(scorer, encoder, images: torch.Tensor, captions: list[str]) -> dict[str, float]:
     unique = sorted(set(captions))
     pooled = encoder.encode(unique).pooled.half().float()            # as the training cache stores them
-    x = images.float() / 127.5 - 1
+    x = from_uint8(images)
     with torch.no_grad():
         img = torch.cat([scorer.embed_images(b) for b in x.split(256)])
         txt = scorer.embed_text(pooled)
@@ -59,7 +60,7 @@ def main() -> None:
     a = ap.parse_args()
     scorer, _ = ckpt.load(resolve_model(a.scorer, kind="scorer"))
     scorer.eval()
-    encoder = TextEncoder(max_tokens=scorer.config.text_tokens)
+    encoder = text_encoder_for(facts(scorer.config).text)
     held = load_dataset(DataConfig("emoji-heldout", size=64), progress=False)
     train = load_dataset(DataConfig("emoji", size=64), progress=False)
     idx = np.linspace(0, len(train) - 1, len(held)).round().astype(np.int64)

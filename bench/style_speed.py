@@ -35,6 +35,7 @@ from PIL import Image
 
 from danqing import __version__
 from danqing.data.sources import cache_root
+from danqing.pixels import from_uint8, to_uint8
 from danqing.style import adain, gatys, load_decoder, load_vgg19, transfer
 from danqing.style.transfer import _fit_long_side, read_picture
 
@@ -62,7 +63,7 @@ def centre_square(img: Image.Image, side: int) -> Image.Image:
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return from_uint8(torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)[None])
 
 
 def gatys_time(vgg, c, s, scales: tuple[float, ...], threshold: float, steps: int, half: bool):
@@ -142,7 +143,7 @@ def main() -> None:
                   f"{evals} evaluations at full size")
             rows.append((f"gatys ({label})", c_name, closs, sloss))
         g_img = None if a.no_gatys else transfer(c_src, [s_img], size=a.size, bf16=a.bf16, steps=100)
-        c_pil = Image.fromarray(((c[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy())
+        c_pil = Image.fromarray(to_uint8(c[0]).permute(1, 2, 0).numpy())
         transfer(c_pil, [s_img], method="adain", decoder=model, size=a.size, bf16=a.bf16)      # warm-up
         for key, reuse in (("adain new style", False), ("adain", True)):
             for _ in range(a.repeats):

@@ -42,8 +42,8 @@ from danqing.metrics import (
     extract,
     fid,
     kid,
-    to_uint8,
 )
+from danqing.pixels import from_uint8, to_uint8
 from danqing.protocol import generators
 
 AE = "danqing/weights/emoji-autoencoder"
@@ -90,7 +90,7 @@ def score(name: str, model: str, prompts: list[str], real_f: np.ndarray, incepti
     print(f"{name}: {model}")
     pipe = danqing.load(model)
     fake = paint(pipe, prompts)
-    save_grid(fake[:64].float() / 127.5 - 1, out / f"{name}-samples.png", nrow=8)
+    save_grid(from_uint8(fake[:64]), out / f"{name}-samples.png", nrow=8)
     fake_f = extract(inception, batches(fake), progress=True, total=len(fake))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)      # said once, in the report's header

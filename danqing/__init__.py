@@ -1,5 +1,7 @@
 """danqing (丹青, "painting"): every family of AI painting algorithms under one protocol."""
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(name_or_path: str = "emoji", *, device: str = "cpu", scorer: str = "emoji-scorer"):

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
 from .config import ConfigError, from_dict, to_dict
 from .fileio import atomic_write
+from .version import __version__
 
 CONFIG, MODEL, EMA, STATE_T, STATE_J, LATEST = (
     "config.json", "model.safetensors", "ema.safetensors",
@@ -153,16 +152,16 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def load(path: str | Path, *, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Build the model a checkpoint describes and load its weights (EMA weights when present and ``ema``)."""
-    from .families import FAMILIES
+    from .families import FAMILIES, spec
 
     ckpt = resolve(path)
     cfg = read_config(ckpt)
-    fam = FAMILIES.get(cfg.get("family", ""))
-    if fam is None:
+    if cfg.get("family", "") not in FAMILIES:
         raise CheckpointError(f"{ckpt} is for family {cfg.get('family')!r}, which this danqing does not know; "
                               f"known: {', '.join(FAMILIES)}")
     try:
-        model_cfg = from_dict(fam.Config, cfg["model"])
+        fam = spec(cfg["family"])
+        model_cfg = fam.config_from(cfg["model"])
     except (ConfigError, KeyError) as e:
         raise CheckpointError(f"{ckpt / CONFIG} does not match this danqing's {cfg['family']} config: {e}") from None
     model = fam.Model(model_cfg)
@@ -188,20 +187,3 @@ def export(path: str | Path, dest: str | Path, *, dtype: torch.dtype | None = to
     extra["exported_from"] = {"step": cfg.get("step"), "checkpoint": Path(resolve(path)).name}
     return write_checkpoint(dest, family=cfg["family"], model=model, extra_config=extra, dtype=dtype)
 
-
-def read_state_dict(path: str | Path, what: str,
-                    error: type[Exception] = ValueError) -> Mapping[str, torch.Tensor]:
-    """A state-dict file someone else wrote (``torch.save`` read with ``weights_only=True``, or safetensors);
-    a ``{"state_dict": ...}`` wrapper is unwrapped.  Anything else raises ``error`` saying what ``what`` needs."""
-    p = Path(path)
-    advice = f"give a {what} state dict saved with torch.save(model.state_dict(), path) or as safetensors"
-    try:
-        raw = load_file(str(p)) if p.suffix == ".safetensors" else torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise error(f"cannot read {what} weights from {p} ({reason}); {advice}") from None
-    if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-        raw = raw["state_dict"]                              # a training checkpoint's wrapper
-    if not isinstance(raw, Mapping):
-        raise error(f"{p} holds a {type(raw).__name__}, not a state dict; {advice}")
-    return raw

@@ -36,8 +36,9 @@ from .metrics import (
     memorisation,
     near_duplicate_rate,
     precision_recall,
-    to_uint8,
 )
+from .pixels import from_uint8, to_uint8
+from .progress import counting_bar
 
 __all__ = ["METRICS", "Report", "Row", "evaluate", "features", "folder_pictures", "model_pictures"]
 
@@ -163,10 +164,9 @@ def model_pictures(pipe, n: int, prompts: list[str] | None, reference: ImageData
                    progress: bool = True) -> tuple[Pictures, list[str]]:
     """n pictures from a loaded painter, picture i with seed i and prompt i (a text model: ``prompts`` cycled,
     by default the reference's captions), class i mod K (a class model) or no condition."""
-    from .data.cache import progress_bar
+    from .generate import Request
     from .hardware import cpu_has_bf16
-    from .protocol import Cond, generators
-    model, notes, out = pipe.model, [], []
+    notes, out = [], []
     if pipe.takes_text and prompts is None:
         prompts = [c for c in reference.captions or [] if c]
         if not prompts:
@@ -176,14 +176,13 @@ def model_pictures(pipe, n: int, prompts: list[str] | None, reference: ImageData
     elif prompts is not None and not pipe.takes_text:
         raise MetricsError(f"--prompts: the model {pipe.name} does not read prompts; leave --prompts out")
     prompts = prompts and [prompts[i % len(prompts)] for i in range(n)]
-    classes = getattr(model.config, "num_classes", 0)
-    with progress_bar(n, progress, "painting") as tick, torch.no_grad(), \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_has_bf16()):
+    classes = len(pipe.class_names)
+    with counting_bar(n, progress, "painting") as tick:
         for start in range(0, n, BATCH):
             seeds = list(range(start, min(n, start + BATCH)))
-            cond = (pipe.encode_prompt([prompts[i] for i in seeds]) if prompts else
-                    Cond(labels=torch.tensor(seeds) % classes) if classes else None)
-            out.append(to_uint8(model.sample(len(seeds), cond, generator=generators(seeds))).numpy())
+            req = Request(seeds, [prompts[i] for i in seeds] if prompts else None,
+                          [i % classes for i in seeds] if classes and not prompts else None)
+            out.append(to_uint8(pipe.painter(req, bf16=cpu_has_bf16())).numpy())
             tick(len(seeds))
     images = np.concatenate(out).repeat(3 if out[0].shape[1] == 1 else 1, axis=1)        # grayscale -> RGB
     source = f"model {pipe.name}: {n} pictures, seeds 0..{n - 1}, default settings"
@@ -270,27 +269,28 @@ def isc_rows(images: np.ndarray) -> list[Row]:
 def clip_rows(pics: Pictures, source: str | None, plots: dict[str, Any]) -> list[Row]:
     """Mean cosine of each picture with its prompt, and R@1/R@5 of its prompt among the set's unique prompts."""
     from .checkpoint import CheckpointError, load
-    from .metrics.scorer import retrieval_at
+    from .families import spec
+    from .metrics.scorer import facts, retrieval_at
     from .pipeline import SCORER, PipelineError, bundled, resolve_model
-    from .protocol import Cond
-    from .text import TextEncoder
+    from .protocol import Cond, Scores
+    from .text import text_encoder_for
     how = "give --scorer RUN_FOLDER, a run of `danqing train scorer --preset emoji --data emoji`"
     if source is None and SCORER not in bundled("scorer"):
         raise MetricsError(f"clip needs a prompt-consistency scorer and none is bundled; {how}")
     try:
-        scorer, _ = load(folder := resolve_model(source or SCORER, kind="scorer"))
+        scorer, scorer_cfg = load(folder := resolve_model(source or SCORER, kind="scorer"))
     except (PipelineError, CheckpointError) as e:
         raise MetricsError(f"clip needs a prompt-consistency scorer: {e}; {how}") from None
-    if not hasattr(scorer, "similarity"):
+    if not spec(scorer_cfg["family"]).can(Scores):
         raise MetricsError(f"--scorer {source} holds a {type(scorer).__name__}, not a prompt-consistency scorer; {how}")
     c = scorer.config
-    encoder = TextEncoder(None if c.text_encoder in ("", "minilm") else c.text_encoder, max_tokens=c.text_tokens)
+    encoder = text_encoder_for(facts(c).text)
     unique = sorted(set(pics.prompts))
     pooled = encoder.encode(unique).pooled.half().float()             # fp16, as the training cache stores them
     index = {p: i for i, p in enumerate(unique)}
     truth, sims = torch.tensor([index[p] for p in pics.prompts]), []
     for b in _batches(pics.images):
-        x = b.float() / 127.5 - 1
+        x = from_uint8(b)
         x = x.mean(1, keepdim=True) if c.image_channels == 1 else x
         if x.shape[-1] != c.image_size:                               # as Scorer.score resizes
             x = F.interpolate(x, size=c.image_size, mode="bilinear", antialias=True, align_corners=False)
@@ -339,7 +339,7 @@ def evaluate(generated: str, reference: str, metrics: str | list[str], *, prompt
             raise MetricsError(f"--generated {generated} is neither a folder of pictures nor a painter: {e}") from None
         if "clip" in metrics and not pipe.takes_text:
             raise MetricsError(f"clip needs prompts, and the model {pipe.name} does not paint from text")
-        train, size = train or (pipe.config.get("data") or {}).get("source"), pipe.model.config.image_size
+        train, size = train or (pipe.config.get("data") or {}).get("source"), pipe.painter.facts.image_size
         ref = dataset(reference, size)
         pics, notes = model_pictures(pipe, n or DEFAULT_N, prompts, ref, progress=progress)
     else:

@@ -1,20 +1,22 @@
 """What the training loop feeds each step: the data order, balancing weights and
 flips (pure functions of seed and step, so a resumed run draws the same
-batches), caption states, and the output of a frozen encoder computed once.
+batches), the batches of the run's other data sets by role, caption states,
+and the output of a frozen encoder computed once.
 """
 from __future__ import annotations
 
 import re
 import time
+import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .config import ConfigError
-from .protocol import Cond
+from .config import ConfigError, TrainConfig
+from .protocol import Batch, Cond, DataRole, FrozenEncoding, TextSpec
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int,
@@ -66,20 +68,24 @@ def flips_at(step: int, batch_size: int, seed: int) -> Tensor:
     return torch.rand(batch_size, generator=g) < 0.5
 
 
-def captioner(model_cfg: Any, ds, progress: bool, *, variants: bool = False) -> Callable[[list[str]], Cond] | None:
+def role_seed(seed: int, role: str) -> int:
+    """The seed of a role's own data order: a pure function of the run's seed and the role's name."""
+    return seed + 104_729 * (1 + zlib.crc32(role.encode()) % 9_973)
+
+
+def captioner(text: TextSpec | None, ds, progress: bool, *, variants: bool = False) -> Callable[[list[str]], Cond] | None:
     """For text-conditional models: caption -> text states, from the on-disk embedding cache
     (every caption of the data set, and with ``variants`` their other phrasings, is encoded once, up front)."""
-    if not getattr(model_cfg, "text_dim", 0):
+    if text is None:
         return None
     if ds.captions is None:
         raise ConfigError("this model paints from text but the data has no captions; add NAME.txt files or a "
                           "metadata.jsonl (see README), or train a class-conditional/unconditional model")
-    from .text import EmbeddingCache, TextEncoder
-    encoder = TextEncoder(None if model_cfg.text_encoder in ("", "minilm") else model_cfg.text_encoder,
-                          max_tokens=model_cfg.text_tokens)
-    if encoder.dim != model_cfg.text_dim:
+    from .text import EmbeddingCache, text_encoder_for
+    encoder = text_encoder_for(text)
+    if encoder.dim != text.dim:
         raise ConfigError(f"the text encoder in {encoder.folder} gives {encoder.dim}-d states but the model "
-                          f"expects --model.text_dim={model_cfg.text_dim}")
+                          f"expects --model.text_dim={text.dim}")
     cache = EmbeddingCache(progress=progress)
     texts = list(ds.captions)
     if variants and ds.variants is not None:
@@ -91,8 +97,8 @@ def captioner(model_cfg: Any, ds, progress: bool, *, variants: bool = False) -> 
 CACHE_BYTES = 2 << 30      # the largest posterior cache kept in memory
 
 
-def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chunk: int = 16) -> Tensor | None:
-    """The output of a model's frozen encoder (``frozen_posterior``) for every training image, (N, ...) on the CPU.
+def posterior_cache(model: FrozenEncoding, ds, dev: torch.device, progress: bool, chunk: int = 16) -> Tensor | None:
+    """The output of a model's frozen encoder (``frozen_stats``) for every training image, (N, ...) on the CPU.
 
     A latent diffusion model otherwise runs its frozen autoencoder on every batch
     (a fifth of the painter's training step on a CPU).  None when the model has no
@@ -101,8 +107,8 @@ def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chu
     Small chunks stay in the CPU's caches: the painter's autoencoder takes 2.6 ms
     a picture in chunks of 16 and 5.9 ms in chunks of 256 on 2 cores.
     """
-    encode = getattr(model, "frozen_posterior", None)
-    first = None if encode is None else encode(ds.batch([0]).images.to(dev))
+    encode = model.frozen_stats
+    first = encode(ds.batch([0]).images.to(dev))
     if first is None:
         return None
     size = first.numel() * first.element_size() * len(ds)
@@ -117,3 +123,47 @@ def posterior_cache(model: nn.Module, ds, dev: torch.device, progress: bool, chu
         print(f"encoded the {len(ds)} pictures once with the frozen autoencoder in "
               f"{time.perf_counter() - start:.0f} s (--train.cache_posterior=false encodes every batch)")
     return torch.cat(parts)
+
+
+@dataclass
+class Feed:
+    """The batch of every step: the main data's (its order, flips, phrasings, cached encoder output) and, in
+    ``Batch.roles``, each other data set's (paired: the same pictures' other side, same flips; else an order
+    of its own)."""
+
+    ds: object
+    tc: TrainConfig
+    flip: bool = False
+    weights: Tensor | None = None
+    posterior: Tensor | None = None
+    embed: Callable[[list[str]], Cond] | None = None
+    roles: Mapping[str, tuple[DataRole, object]] = field(default_factory=dict)
+
+    @property
+    def phrased(self) -> bool:
+        return self.ds.variants is not None and self.tc.variants > 0
+
+    def batch(self, step: int) -> Batch:
+        tc, ds = self.tc, self.ds
+        idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed, self.weights)
+        flip = flips_at(step, tc.batch_size, tc.seed) if self.flip else None
+        batch = ds.batch(idx.numpy(), flip=flip)
+        if self.posterior is not None:
+            batch.posterior = self.posterior[idx]
+        if self.embed is not None:
+            batch.cond = self.embed(phrasings_at(step, idx.tolist(), ds.captions, ds.variants, tc.variants, tc.seed)
+                                    if self.phrased else batch.captions)
+        for name, (role, data) in self.roles.items():
+            if role.paired:
+                batch.roles[name] = data.batch(idx.numpy(), flip=flip)
+            else:
+                own, _, _ = batch_indices(step, tc.batch_size, len(data), role_seed(tc.seed, name))
+                batch.roles[name] = data.batch(own.numpy(),
+                                               flip=flips_at(step, tc.batch_size, role_seed(tc.seed, name))
+                                               if self.flip else None)
+        return batch
+
+    def position(self, step: int) -> dict[str, int]:
+        """Where the main data's order stands at ``step`` (stored in checkpoints, for people reading them)."""
+        _, epoch, pos = batch_indices(step, self.tc.batch_size, len(self.ds), self.tc.seed, self.weights)
+        return {"epoch": epoch, "position": pos}

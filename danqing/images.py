@@ -8,20 +8,22 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from .pixels import to_uint8
 
-def to_uint8(x: Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C) with round-to-nearest."""
-    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+def _hwc_uint8(x: Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W, C) on the CPU, the layout PIL and the grids take."""
+    return to_uint8(x.detach().cpu()).permute(0, 2, 3, 1).numpy()
 
 
 def to_pil(x: Tensor) -> list[Image.Image]:
-    arr = to_uint8(x)
+    arr = _hwc_uint8(x)
     return [Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a) for a in arr]
 
 
 def make_grid(x: Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
     """Tile (B, C, H, W) images in [-1, 1] row-major into one picture with a white gutter."""
-    return grid_uint8(to_uint8(x), nrow, pad)
+    return grid_uint8(_hwc_uint8(x), nrow, pad)
 
 
 def grid_uint8(arr: np.ndarray, nrow: int | None = None, pad: int = 2) -> Image.Image:

@@ -24,11 +24,11 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from .config import ConfigError, TrainConfig
+from .generate import Painter, Request
 from .metrics import MetricsError, SmallSampleWarning, diversity_ratio, kid, to_uint8
-from .protocol import Cond, generators
+from .protocol import Cond
 
 METRICS = ("diversity", "kid")
 
@@ -60,27 +60,22 @@ class Monitor:
         self.tc, self.metrics, self.device = tc, wanted, device
         idx = np.linspace(0, len(ds) - 1, tc.eval_n).round().astype(np.int64)
         self.real = self._features(_rgb(torch.from_numpy(np.take(ds.images, idx, axis=0))))
-        self.cond, self.groups = None, None
+        self.captions, self.labels, self.groups = None, None, None
         if embed is not None:
-            self.cond = embed([ds.captions[i] for i in idx.tolist()])
+            self.captions = [ds.captions[i] for i in idx.tolist()]
         elif num_classes:                  # samples of class c are compared with real images of class c
             self.groups = ds.labels[idx] if ds.labels is not None else np.arange(tc.eval_n) % num_classes
-            self.cond = Cond(labels=torch.from_numpy(self.groups))
+            self.labels = self.groups.tolist()
 
     def _features(self, uint8: torch.Tensor) -> np.ndarray:
         return np.concatenate([self.net(b.to(self.device)).cpu().numpy() for b in uint8.split(64)])
 
     @torch.no_grad()
-    def __call__(self, model: nn.Module) -> dict[str, float]:
+    def __call__(self, painter: Painter, *, bf16: bool = False) -> dict[str, float]:
         n = self.tc.eval_n
         with torch.random.fork_rng(devices=[]):
-            chunks = []
-            for i in range(0, n, 64):
-                cond = None if self.cond is None else Cond(
-                    **{k: None if v is None else v[i:i + 64].to(self.device) for k, v in vars(self.cond).items()})
-                chunks.append(to_uint8(model.sample(min(64, n - i), cond, generator=generators(range(i, min(n, i + 64)),
-                                                                                            self.device))).cpu())
-        fake = self._features(_rgb(torch.cat(chunks)))
+            images = painter(Request(list(range(n)), self.captions, self.labels), bf16=bf16, batch_size=64)
+        fake = self._features(_rgb(to_uint8(images).cpu()))
         out = {}
         if "diversity" in self.metrics:
             out["eval/diversity"] = diversity_ratio(fake, self.real, self.groups, self.groups)

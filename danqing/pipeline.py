@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -23,22 +24,21 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from . import __version__
+from .version import __version__
 from . import checkpoint as ckpt
+from .families import spec as family_spec
+from .generate import Painter, PipelineError, Request, slerp
 from .images import save_with_params, to_pil
-from .protocol import Cond, generators
+from .pixels import from_uint8
+from .protocol import Cond, Denoises, FamilySpec, Scores
 
 WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
-LIMITS = {"n": (1, 16), "steps": (1, 200), "guidance": (0.0, 30.0), "best_of": (1, 16)}
+LIMITS = {"n": (1, 16), "best_of": (1, 16)}
 SCORER = "emoji-scorer"                              # the bundled prompt-consistency scorer used by best_of
-
-
-class PipelineError(ValueError):
-    """Bad input to the painter; the message says what to do."""
+A1111 = ("sampler", "steps", "guidance", "strength")  # options that A1111's parameters text names
 
 
 @dataclass
@@ -48,6 +48,9 @@ class Params:
     prompt: str
     negative_prompt: str = ""
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # the family's sampling options, all of them
+    # sampler, steps, guidance and strength repeat the options of those names: what A1111's text shows, and
+    # what pictures painted before options were recorded carry (see ``painted_options``)
     sampler: str = "dpmpp2m"
     steps: int = 20
     guidance: float = 1.0
@@ -77,10 +80,21 @@ class Params:
         if self.variation_seed is not None:
             best += f", Variation seed: {self.variation_seed}, Variation seed strength: {self.variation_strength:.3g}"
         score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
-        lines.append(f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, Seed: {self.seed}, "
-                     f"Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, Model: {self.model}"
-                     f"{best}{score}, Version: danqing {self.version}")
+        sampled = f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, " \
+            if "steps" in self.options or not self.options else ""
+        own = "".join(f", {k.replace('_', ' ').capitalize()}: {v}" for k, v in self.options.items() if k not in A1111)
+        lines.append(f"{sampled}Seed: {self.seed}, Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, "
+                     f"Model: {self.model}{own}{best}{score}, Version: danqing {self.version}")
         return "\n".join(lines)
+
+    def painted_options(self, names: list[str]) -> dict[str, Any]:
+        """The options this picture was painted with, among ``names`` (a PNG from before options were recorded
+        has only the A1111 ones; its strength counts only when it started from an input picture)."""
+        if self.options:
+            return {k: v for k, v in self.options.items() if k in names}
+        legacy = {"sampler": self.sampler, "steps": self.steps, "guidance": self.guidance,
+                  **({"strength": self.strength} if self.init_image else {})}
+        return {k: v for k, v in legacy.items() if k in names}
 
 
 def read_parameters(path: str | Path) -> Params:
@@ -133,9 +147,10 @@ def bundled(kind: str = "painter") -> list[str]:
     for p in sorted(WEIGHTS.iterdir()):
         if (p / ckpt.MODEL).is_file():
             cfg = json.loads((p / ckpt.CONFIG).read_text())
-            if kind == "scorer" and cfg.get("family") == "scorer":
+            fam = family_spec(cfg["family"])
+            if kind == "scorer" and fam.can(Scores):
                 out.append(p.name)
-            if kind == "painter" and cfg.get("family") != "scorer" and cfg.get("model", {}).get("text_dim"):
+            if kind == "painter" and fam.paints and fam.facts(fam.config_from(cfg["model"])).text is not None:
                 out.append(p.name)
     return out
 
@@ -146,8 +161,11 @@ class Pipeline:
     def __init__(self, model: torch.nn.Module, config: dict[str, Any], *, name: str, weights: str,
                  device: torch.device | str = "cpu", scorer: str | Path = SCORER):
         self.model, self.config, self.name, self.weights = model, config, name, weights
+        self.spec: FamilySpec = family_spec(config["family"])
         self.device = torch.device(device)
         self.scorer_source = scorer
+        self.painter = Painter(model, self.spec, class_names=config.get("class_names"),
+                               encode_text=self.encode_prompt, name=name)
 
     @cached_property
     def scorer(self):
@@ -156,41 +174,45 @@ class Pipeline:
             folder = resolve_model(self.scorer_source, kind="scorer")
         except PipelineError as e:
             raise PipelineError(f"best_of needs the prompt-consistency scorer: {e}") from None
-        model, _ = ckpt.load(folder, device=self.device)
-        if not hasattr(model, "score"):
+        model, cfg = ckpt.load(folder, device=self.device)
+        if not family_spec(cfg["family"]).can(Scores):
             raise PipelineError(f"{self.scorer_source} is a {type(model).__name__}, not a prompt-consistency scorer")
         return model.eval()
 
     @cached_property
     def text_encoder(self):
-        from .text import TextEncoder
-        c = self.model.config
-        return TextEncoder(None if c.text_encoder in ("", "minilm") else c.text_encoder,
-                           max_tokens=c.text_tokens).to(self.device)
+        from .text import text_encoder_for
+        text = self.painter.facts.text
+        if text is None:
+            raise PipelineError(f"{self.name} does not read text")
+        return text_encoder_for(text).to(self.device)
 
     @property
     def takes_text(self) -> bool:
-        return bool(getattr(self.model.config, "text_dim", 0))
+        return self.painter.takes_text
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.painter.class_names
 
     def encode_prompt(self, prompts: list[str]) -> Cond:
         """Text states rounded to fp16, exactly as the training cache stored them."""
         cond = self.text_encoder.encode(prompts)
         return Cond(text=cond.text.half().float(), text_mask=cond.text_mask, pooled=cond.pooled.half().float())
 
-    def __call__(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, steps: int | None = None,
-                 guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
-                 size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
-                 mask: Image.Image | None = None, bf16: str = "auto", best_of: int = 1,
-                 variation_seed: int | None = None, variation_strength: float = 0.0,
-                 callback: Callable[[int, int, Tensor, Tensor], None] | None = None) -> list[Image.Image]:
+    def __call__(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int | None = None,
+                 size: int | None = None, init_image: Image.Image | None = None, mask: Image.Image | None = None,
+                 bf16: str = "auto", best_of: int = 1, variation_seed: int | None = None,
+                 variation_strength: float = 0.0, callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
+                 **options: Any) -> list[Image.Image]:
         """n pictures of ``prompt``.  Picture i uses seed + i; with ``best_of`` = N, picture i is the best by
         prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1.  With ``variation_seed``,
         picture i's noise is mixed (spherically) with that of variation_seed + i by ``variation_strength``.
 
         ``prompt`` is text for a text model, a class name for a class-conditional one (empty: the classes in
-        turn), and empty for an unconditional one."""
-        p = self._params(prompt, negative_prompt, steps, guidance, seed, sampler, size, init_image, strength, mask,
-                         bf16, best_of=best_of)
+        turn), and empty for an unconditional one.  ``options`` are the family's own (diffusion: ``steps``,
+        ``guidance``, ``sampler``, ``strength``; see ``danqing models``); None keeps the model's default."""
+        p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, best_of, options)
         count = n * best_of
         seeds = list(range(p.seed, p.seed + count))
         if variation_seed is not None:
@@ -208,32 +230,34 @@ class Pipeline:
         return [images[k] for k in best]
 
     def variations(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int,
-                   variation_strength: float = 0.25, **kw) -> list[Image.Image]:
+                   variation_strength: float = 0.25, init_image: Image.Image | None = None,
+                   mask: Image.Image | None = None, callback=None, size: int | None = None, bf16: str = "auto",
+                   **options: Any) -> list[Image.Image]:
         """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n."""
-        p = self._params(prompt, negative_prompt, seed=seed, **kw)
+        p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         self._batch(p, [p.seed] * n, [p.seed + 1 + k for k in range(n)], [variation_strength] * n)
-        return self._paint(p, kw.get("init_image"), kw.get("mask"), kw.get("callback"))
+        return self._paint(p, init_image, mask, callback)
 
     def interpolate(self, prompt: str = "", negative_prompt: str = "", frames: int = 8, *, seed: int,
-                    seed_b: int, **kw) -> list[Image.Image]:
+                    seed_b: int, init_image: Image.Image | None = None, mask: Image.Image | None = None,
+                    callback=None, size: int | None = None, bf16: str = "auto", **options: Any) -> list[Image.Image]:
         """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included)."""
-        p = self._params(prompt, negative_prompt, seed=seed, **kw)
+        p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         ts = [k / max(1, frames - 1) for k in range(frames)]
         self._batch(p, [p.seed] * frames, [int(seed_b)] * frames, ts)
-        return self._paint(p, kw.get("init_image"), kw.get("mask"), kw.get("callback"))
+        return self._paint(p, init_image, mask, callback)
 
     def preview(self, denoised: Tensor) -> list[Image.Image]:
         """Pictures of a sampler callback's current estimate (decoded from latents for latent models)."""
-        with torch.no_grad():
-            ae = getattr(self.model, "ae", None)
-            x = ae.decode(denoised.float()) if ae is not None else denoised.float()
-        return to_pil(x.clamp(-1, 1))
+        if not isinstance(self.model, Denoises):
+            raise PipelineError(f"{self.name} paints in one pass: it has no steps to preview")
+        return to_pil(self.model.preview(denoised))
 
     def score(self, images: list[Image.Image], prompt: str | list[str]) -> Tensor:
         """Prompt-consistency scores (N,) (cosine, higher = closer to the prompt) of pictures as saved (8-bit)."""
         prompts = [prompt] * len(images) if isinstance(prompt, str) else prompt
-        x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
-        x = (x.float() / 127.5 - 1).to(self.device)
+        x = from_uint8(torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2))
+        x = x.to(self.device)
         return self.scorer.score(x, self.encode_prompt(prompts)).cpu()
 
     def regenerate(self, p: Params, init_image: Image.Image | None = None, mask: Image.Image | None = None,
@@ -245,24 +269,25 @@ class Pipeline:
         if p.init_image and init_image is None:
             raise PipelineError("the picture was painted from an init image: pass the same image (--init)")
         seeds = p.batch_seeds or [p.seed]
-        batch = Params(**{**asdict(p), "seed": seeds[0], "batch_seeds": seeds})
+        names = [f.name for f in dataclasses.fields(self.spec.Options)]
+        batch = Params(**{**asdict(p), "seed": seeds[0], "batch_seeds": seeds,
+                          "options": dataclasses.asdict(self.painter.options(p.painted_options(names)))})
         self._check(batch, len(seeds))
         return self._paint(batch, init_image, mask, callback)[p.index if p.index >= 0 else seeds.index(p.seed)]
 
-    def _params(self, prompt: str, negative_prompt: str = "", steps: int | None = None,
-                guidance: float | None = None, seed: int | None = None, sampler: str | None = None,
-                size: int | None = None, init_image: Image.Image | None = None, strength: float = 0.6,
-                mask: Image.Image | None = None, bf16: str = "auto", best_of: int = 1, **_) -> Params:
-        """The Params of a call, with the model's defaults filled in."""
+    def _params(self, prompt: str, negative_prompt: str, seed: int | None, size: int | None,
+                init_image: Image.Image | None, mask: Image.Image | None, bf16: str, best_of: int,
+                options: dict[str, Any]) -> Params:
+        """The Params of a call, with the model's defaults filled in and the family's options checked."""
         from .hardware import use_bf16
-        c = self.model.config
+        chosen = dataclasses.asdict(self.painter.options(options))
+        legacy = {"sampler": chosen.get("sampler", ""), "steps": chosen.get("steps", 1),
+                  "guidance": chosen.get("guidance", 1.0),
+                  "strength": chosen.get("strength", 1.0) if init_image is not None else 1.0}
         return Params(prompt=prompt, negative_prompt=negative_prompt,
-                      seed=secrets.randbelow(2**31) if seed is None else int(seed),
-                      sampler=sampler or getattr(c, "sampler", ""), steps=steps or getattr(c, "steps", 1),
-                      guidance=getattr(c, "guidance", 1.0) if guidance is None else float(guidance),
-                      size=size or c.image_size, strength=strength if init_image is not None else 1.0,
-                      model=self.name, weights=self.weights, init_image=init_image is not None,
-                      mask=mask is not None, best_of=best_of,
+                      seed=secrets.randbelow(2**31) if seed is None else int(seed), options=chosen, **legacy,
+                      size=size or self.painter.facts.image_size, model=self.name, weights=self.weights,
+                      init_image=init_image is not None, mask=mask is not None, best_of=best_of,
                       precision="bf16" if use_bf16(bf16, self.device) else "fp32")
 
     def _batch(self, p: Params, seeds: list[int], variation_seeds: list[int] | None = None,
@@ -273,112 +298,50 @@ class Pipeline:
 
     def _check(self, p: Params, count: int) -> None:
         """Refuse bad parameters for painting ``count`` images (n pictures x best_of candidates)."""
-        for key, value in (("n", count // p.best_of), ("steps", p.steps), ("guidance", p.guidance),
-                           ("best_of", p.best_of)):
+        for key, value in (("n", count // p.best_of), ("best_of", p.best_of)):
             lo, hi = LIMITS[key]
             if not lo <= value <= hi:
                 raise PipelineError(f"{key} must be between {lo:g} and {hi:g}, got {value:g}")
-        if self.takes_text and not p.prompt.strip():
-            raise PipelineError("the prompt is empty: describe the picture, e.g. \"a fox face, 3d style\"")
-        if not self.takes_text:
-            if p.negative_prompt:
-                raise PipelineError(f"the model {self.name} does not read text, so it takes no negative prompt")
-            if p.prompt and not self.class_names:
-                raise PipelineError(f"the model {self.name} is unconditional: leave the prompt empty")
-            if p.prompt and p.prompt not in self.class_names:
-                raise PipelineError(f"{self.name} paints the classes {', '.join(self.class_names)}; "
-                                    f"{p.prompt!r} is not one of them")
-        if self.is_diffusion:
-            from .sampling import SAMPLERS
-            if p.sampler not in SAMPLERS:
-                raise PipelineError(f"unknown sampler {p.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        self.painter.check_prompts([p.prompt], p.negative_prompt)
+        self.painter.check_size(p.size)
         if len(p.batch_variation_seeds) not in (0, count) or len(p.batch_strengths) != len(p.batch_variation_seeds):
             raise PipelineError("give one variation seed and one strength per picture")
         if any(not 0 <= t <= 1 for t in p.batch_strengths):
             raise PipelineError("variation strength must be in [0, 1]")
-        if not 0 < p.strength <= 1:
-            raise PipelineError(f"strength must be in (0, 1], got {p.strength}")
-
-    @property
-    def is_diffusion(self) -> bool:
-        """Whether the model is sampled by a sampler over steps (and takes guidance, img2img, inpainting)."""
-        return hasattr(self.model, "denoise")
-
-    @property
-    def class_names(self) -> list[str]:
-        k = getattr(self.model.config, "num_classes", 0)
-        return (self.config.get("class_names") or [str(i) for i in range(k)]) if k else []
-
-    def _noise(self, p: Params) -> tuple[Tensor, list[torch.Generator]]:
-        """The starting noise of the batch: each picture's seed, spherically mixed with its variation seed."""
-        gens = generators(p.batch_seeds, self.device)
-        z = self.model.noise(len(gens), gens, p.size)
-        if not p.batch_variation_seeds:
-            return z, gens
-        other = self.model.noise(len(gens), generators(p.batch_variation_seeds, self.device), p.size)
-        return slerp(z, other, torch.tensor(p.batch_strengths, device=z.device)), gens
 
     def _paint(self, p: Params, init_image, mask, callback) -> list[Image.Image]:
         n = len(p.batch_seeds)
-        cond = negative = None
-        if self.class_names:
-            k = self.class_names.index(p.prompt) if p.prompt else None
-            cond = Cond(labels=torch.full((n,), k) if k is not None else torch.arange(n) % len(self.class_names))
-        if self.takes_text:
-            texts = self.encode_prompt([p.prompt] * n + ([p.negative_prompt] * n if p.negative_prompt else []))
-            cond = Cond(text=texts.text[:n], text_mask=texts.text_mask[:n], pooled=texts.pooled[:n])
-            if p.negative_prompt:
-                negative = Cond(text=texts.text[n:], text_mask=texts.text_mask[n:], pooled=texts.pooled[n:])
         if mask is not None and init_image is not None and mask.size != init_image.size:
             raise PipelineError(f"the mask is {mask.size[0]}x{mask.size[1]} but the init image is "
                                 f"{init_image.size[0]}x{init_image.size[1]}; draw the mask at the image's size")
-        init = self._image_tensor(init_image, p.size, n) if init_image is not None else None
-        mask_t = self._mask_tensor(mask, p.size, n) if mask is not None else None
-        if (init is not None or mask_t is not None) and not self.is_diffusion:
-            raise PipelineError(f"image-to-image and inpainting need a diffusion model; {self.name} is not one")
-        noise, gens = self._noise(p)
-        kw = {"sampler": p.sampler, "steps": p.steps, "guidance": p.guidance, "size": p.size, "init": init,
-              "strength": p.strength, "mask": mask_t, "callback": callback,
-              "negative": None if negative is None else negative.to(self.device)} if self.is_diffusion else {}
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=p.precision == "bf16"):
-            x = self.model.sample(n, None if cond is None else cond.to(self.device), generator=gens, noise=noise, **kw)
-        images = to_pil(x)
+        req = Request(p.batch_seeds, self.painter.prompts_for(p.prompt, n), negative=p.negative_prompt,
+                      image=None if init_image is None else self._image_tensor(init_image, p.size),
+                      mask=None if mask is None else self._mask_tensor(mask, p.size), size=p.size,
+                      options=p.options, variation_seeds=p.batch_variation_seeds,
+                      variation_strengths=p.batch_strengths)
+        images = to_pil(self.painter(req, callback=callback, bf16=p.precision == "bf16"))
         for k, img in enumerate(images):
             varied = {"variation_seed": p.batch_variation_seeds[k], "variation_strength": p.batch_strengths[k]} \
                 if p.batch_variation_seeds else {}
             img.info["params"] = Params(**{**asdict(p), "seed": p.batch_seeds[k], "index": k, **varied})
         return images
 
-    def _image_tensor(self, img: Image.Image, size: int, n: int) -> Tensor:
+    def _image_tensor(self, img: Image.Image, size: int) -> Tensor:
         from .data.transforms import fit_image, to_8bit
-        arr = torch.from_numpy(np.array(fit_image(to_8bit(img, 3), size, "crop"))).float()
-        return (arr.permute(2, 0, 1) / 127.5 - 1)[None].expand(n, -1, -1, -1).to(self.device)
+        arr = torch.from_numpy(np.array(fit_image(to_8bit(img, 3), size, "crop")))
+        return from_uint8(arr.permute(2, 0, 1)[None]).to(self.device)         # (1, 3, size, size)
 
-    def _mask_tensor(self, mask: Image.Image, size: int, n: int) -> Tensor:
+    def _mask_tensor(self, mask: Image.Image, size: int) -> Tensor:
         """White = paint, black = keep; cropped and resized exactly like the init image."""
         from .data.transforms import fit_image, to_8bit
         m = fit_image(to_8bit(mask, 1), size, "crop", resample=Image.Resampling.NEAREST)
         t = (torch.from_numpy(np.array(m)).float() > 127).float()
-        return t[None, None].expand(n, -1, -1, -1).to(self.device)
+        return t[None, None].to(self.device)
 
     @staticmethod
     def save(img: Image.Image, path: str | Path) -> Path:
         """Write a painted image as PNG with its parameters in two text chunks."""
         return save_with_params(img, path)
-
-
-def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """Spherical interpolation of noise a and b (n, ...) by t (n,), per row: keeps the norm a Gaussian sample
-    has (a straight line between two would shrink it towards t = 0.5).  t = 0 gives a, t = 1 gives b."""
-    fa, fb = a.flatten(1).double(), b.flatten(1).double()
-    cos = (F.normalize(fa, dim=1) * F.normalize(fb, dim=1)).sum(1).clamp(-1, 1)
-    omega = torch.arccos(cos)[:, None]
-    so = torch.sin(omega)
-    t = t.double()[:, None]
-    near = so.abs() < 1e-6                                           # (anti)parallel: fall back to a straight line
-    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / torch.where(near, 1, so))
-    wb = torch.where(near, t, torch.sin(t * omega) / torch.where(near, 1, so))
-    return (wa * fa + wb * fb).to(a.dtype).view_as(a)
 
 
 def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu",
@@ -391,7 +354,7 @@ def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cp
     model, cfg = ckpt.load(folder, device=device)
     # a run's folder name, not its path: PNG metadata travels, and paths can say more than the user wants
     name = folder.name if folder.parent == WEIGHTS else Path(name_or_path).resolve().name
-    if not hasattr(model, "sample"):
+    if not family_spec(cfg["family"]).paints:
         raise PipelineError(f"{name_or_path} holds a {cfg.get('family')} model, which does not paint")
     return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device, scorer=scorer)
 

@@ -1,10 +1,15 @@
-"""Training progress: the CSV/TensorBoard log and the terminal progress bar."""
+"""Progress: the training log (CSV/TensorBoard) and bar, and the bar over a count of items that building a data
+set cache, encoding captions, painting for evaluation and extracting features share."""
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+QUIET_BELOW = 200           # items: below this a progress bar is just noise
 
 
 class Log:
@@ -88,3 +93,18 @@ class _Bar:
 def progress_bar(enabled: bool, total: int, done: int, title: str, time_limit: float = 0.0) -> _Bar | None:
     """A rich progress bar with it/s, elapsed, ETA and the latest losses (None when disabled)."""
     return _Bar(total, done, title, time_limit) if enabled else None
+
+
+@contextmanager
+def counting_bar(total: int | None, enabled: bool, what: str) -> Iterator[Callable[[int], None]]:
+    """A transient bar on stderr over ``total`` items (None: unknown); yields ``advance(n)``.  Nothing is
+    shown (``advance`` does nothing) when not ``enabled`` or for fewer than ``QUIET_BELOW`` items."""
+    if not enabled or (total is not None and total < QUIET_BELOW):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -24,74 +24,25 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
-from .feed import batch_indices, captioner, flips_at, group_weights, phrasings_at, posterior_cache
+from .families import spec as family_spec
+from .feed import Feed, captioner, group_weights, posterior_cache
+from .generate import Painter, Request
 from .hardware import pick_device, use_bf16
+from .optim import build_optimisers, ema_keys, ema_update, lr_at, run_phase, swap_in
 from .progress import Log, progress_bar
-from .protocol import Batch, Cond, Phase, generators
+from .protocol import Calibrates, DataInit, FamilySpec, FrozenEncoding, Phase
 
 BEST = "best"                     # the folder that holds the best checkpoint by train.best
 
-# ---------------------------------------------------------------- schedule
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * lr at cfg.steps."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+__all__ = ["BEST", "Run", "ema_keys", "ema_update", "init_submodule", "lr_at", "sample_grid", "swap_in", "train"]
 
 
-# ---------------------------------------------------------------- EMA
+def sample_grid(painter: Painter, n: int, *, captions: list[str] | None = None, bf16: bool = False) -> Tensor:
+    """A fixed grid for watching training: seeds 0..n-1, classes cycling 0..K-1, or the given captions
+    (those of fixed training images)."""
+    labels = [i % painter.facts.num_classes for i in range(n)] if painter.facts.num_classes and not captions else None
+    return painter(Request(list(range(n)), captions[:n] if captions else None, labels), bf16=bf16)
 
-def ema_keys(model: nn.Module) -> list[str]:
-    """State-dict keys averaged by the EMA: float weights and buffers of the family's ``ema_module``
-    (e.g. the GAN generator) or of the whole model, except frozen parameters (they never change)."""
-    prefix = getattr(model, "ema_module", "")
-    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
-    return [k for k, v in model.state_dict().items()
-            if v.is_floating_point() and k not in frozen and (not prefix or k.startswith(prefix + "."))]
-
-
-@torch.no_grad()
-def ema_update(ema: dict[str, Tensor], model: nn.Module, step: int, decay: float) -> None:
-    d = min(decay, (1 + step) / (10 + step))         # short warm-up so early samples are not stale
-    state = model.state_dict()
-    for k, v in ema.items():
-        v.lerp_(state[k].detach().float(), 1 - d)
-
-
-class swap_in:
-    """Context manager: temporarily load EMA weights into the model (for sample grids)."""
-
-    def __init__(self, model: nn.Module, ema: dict[str, Tensor]):
-        self.model, self.ema = model, ema
-
-    def __enter__(self):
-        state = self.model.state_dict()
-        self.saved = {k: state[k].clone() for k in self.ema}
-        self.was_training = self.model.training
-        self.model.load_state_dict({k: v.to(state[k].dtype) for k, v in self.ema.items()}, strict=False)
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.model.load_state_dict(self.saved, strict=False)
-        self.model.train(self.was_training)
-
-
-# ---------------------------------------------------------------- logging
-
-def sample_grid(model: nn.Module, n: int, *, num_classes: int = 0, text: Cond | None = None) -> Tensor:
-    """A fixed grid for watching training: seeds 0..n-1, classes cycling 0..num_classes-1,
-    or the given text conditioning (the captions of fixed training images)."""
-    device = next(model.parameters()).device
-    cond = Cond(labels=torch.arange(n, device=device) % num_classes) if num_classes else None
-    if text is not None:
-        cond = Cond(labels=None if cond is None else cond.labels, text=text.text[:n], text_mask=text.text_mask[:n],
-                    pooled=text.pooled[:n]).to(device)
-    return model.sample(n, cond, generator=generators(range(n), device))
-
-
-# ---------------------------------------------------------------- the loop
 
 @dataclasses.dataclass
 class Run:
@@ -103,10 +54,12 @@ class Run:
     train: TrainConfig
     preset: str = ""
     init_from: dict[str, str] = dataclasses.field(default_factory=dict)   # sub-module -> checkpoint to start from
+    roles: dict[str, str] = dataclasses.field(default_factory=dict)       # data role -> its source (see DataRole)
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "preset": self.preset, "model": to_dict(self.model),
-                "data": to_dict(self.data), "train": to_dict(self.train), "init_from": self.init_from}
+                "data": to_dict(self.data), "train": to_dict(self.train), "init_from": self.init_from,
+                "roles": self.roles}
 
 
 def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "auto", progress: bool = True,
@@ -128,8 +81,10 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
     if resume:
         _check_same_run(json.loads((out / "config.json").read_text()), run)
 
+    fam = family_spec(run.family)
     ds = load_dataset(run.data, progress=progress)
-    num_classes = getattr(run.model, "num_classes", 0)
+    roles = _role_data(fam, run, len(ds), progress)
+    num_classes = fam.facts(run.model).num_classes
     if num_classes and ds.labels is None:
         raise ConfigError(f"the {run.family} model is class-conditional but {run.data.source} has no classes; "
                           "put images in one sub-folder per class or pass --model.num_classes=0")
@@ -148,30 +103,49 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
     try:
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(run.train.seed)            # initial weights and all training noise come from the seed
-            return _loop(run, ds, out, resume, dev, progress, on_step)
+            return _loop(run, fam, ds, roles, out, resume, dev, progress, on_step)
     finally:
         torch.set_flush_denormal(False)
 
 
-def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bool,
-          on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
-    from .families import FAMILIES
+def _role_data(fam: FamilySpec, run: Run, n: int, progress: bool) -> dict[str, tuple[Any, Any]]:
+    """The data set of each role the family trains on beside --data, loaded like the main one."""
+    from .data import load_dataset
+
+    unknown = set(run.roles) - {r.name for r in fam.roles}
+    if unknown:
+        raise ConfigError(f"the {fam.name} family takes no data set {', '.join(sorted(unknown))}"
+                          f"{'; its roles: ' + ', '.join(r.name for r in fam.roles) if fam.roles else ''}")
+    out = {}
+    for role in fam.roles:
+        source = run.roles.get(role.name) or role.default
+        if not source:
+            raise ConfigError(f"the {fam.name} family also trains on {role.help or role.name}: give it with "
+                              f"--role {role.name}=DIR|DATASET")
+        data = load_dataset(dataclasses.replace(run.data, source=source), progress=progress)
+        if role.paired and len(data) != n:
+            raise ConfigError(f"{source} ({role.name}) holds {len(data)} pictures but {run.data.source} holds {n}; "
+                              "paired data sets hold the same file names, one picture each")
+        out[role.name] = (role, data)
+    return out
+
+
+def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out: Path, resume: bool,
+          dev: torch.device, progress: bool, on_step: Callable[[int, dict[str, float]], None] | None) -> Path:
     from .images import save_grid
 
     tc = run.train
+    facts = fam.facts(run.model)
     weights = group_weights(ds.captions, tc.balance) if tc.balance else None
-    model = FAMILIES[run.family].Model(run.model).to(dev)
+    model = fam.Model(run.model).to(dev)
     phases: list[Phase] = model.phases()
     for sub, path in sorted(run.init_from.items()):      # "" (the whole model) first, then e.g. its autoencoder
         init_submodule(model, sub, path)
     # A family freezes a part of itself (e.g. its autoencoder) with requires_grad=False when it is built;
     # the trainable parameters are taken now, once, and the frozen ones are never touched.
     live = [p for p in model.parameters() if p.requires_grad]
-    owned = {m: [p for p in (model.get_submodule(m) if m else model).parameters() if p.requires_grad]
-             for m in {ph.module for ph in phases}}
-    optims = {m: torch.optim.AdamW(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-              for m, params in owned.items()}
-    ema = {k: model.state_dict()[k].detach().float().clone() for k in ema_keys(model)}
+    optims, owned = build_optimisers(model, phases, tc)
+    ema = {k: model.state_dict()[k].detach().float().clone() for k in ema_keys(model, fam.ema_module)}
     step, last = 0, out
     if resume:
         state = ckpt.load_training_state(out)
@@ -181,17 +155,26 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         ema = {k: v.float() for k, v in state["ema"].items()}
         step, last = int(state["step"]), ckpt.resolve(out)
         torch.set_rng_state(state["rng"])
+        if dev.type == "cuda" and "cuda_rng" in state:
+            torch.cuda.set_rng_state_all(list(state["cuda_rng"]))
     bf16 = use_bf16(tc.bf16, dev)
-    num_classes = getattr(run.model, "num_classes", 0)
+    num_classes = facts.num_classes
     phrased = ds.variants is not None and tc.variants > 0
-    embed = captioner(run.model, ds, progress, variants=phrased)
-    posterior = posterior_cache(model, ds, dev, progress) if tc.cache_posterior and not run.data.flip else None
-    grid_text = None
+    embed = captioner(facts.text, ds, progress, variants=phrased)
+    posterior = posterior_cache(model, ds, dev, progress) if isinstance(model, FrozenEncoding) and \
+        tc.cache_posterior and not run.data.flip else None
+    feed = Feed(ds, tc, run.data.flip, weights, posterior, embed, roles)
+    painter = Painter(model, fam, class_names=ds.class_names, encode_text=embed, name=run.family) \
+        if fam.paints else None
+    grid_captions = None
     if embed is not None:                  # the grid shows the captions of evenly spaced training images
-        picks = torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()
-        grid_text = embed([ds.captions[i] for i in picks])
+        grid_captions = [ds.captions[i] for i in torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()]
+    if not resume and "" not in run.init_from and isinstance(model, DataInit):
+        with torch.no_grad():              # data-dependent initialisation (e.g. ActNorm) from the first batch
+            model.initialize(feed.batch(0).to(dev))
+            ema = {k: model.state_dict()[k].detach().float().clone() for k in ema}
     monitor = None
-    if tc.eval_every and hasattr(model, "sample"):
+    if tc.eval_every and painter is not None:
         from .monitor import Monitor
         monitor = Monitor(ds, tc, num_classes=num_classes, embed=embed, device=dev)
     best = _best_so_far(out, tc.best)
@@ -199,8 +182,10 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     if progress:
         params = sum(p.numel() for p in model.parameters()) / 1e6
         classes = f", {len(ds.class_names)} classes" if ds.labels is not None else ""
+        others = "".join(f", {name} from {data.source} ({len(data)})" for name, (_, data) in roles.items())
         print(f"{run.family}:{run.preset or 'custom'} ({params:.2f}M parameters) on {run.data.source} "
-              f"({len(ds)} images{classes}); {dev.type}, {torch.get_num_threads()} threads, bf16 {'on' if bf16 else 'off'}; "
+              f"({len(ds)} images{classes}{others}); {dev.type}, {torch.get_num_threads()} threads, "
+              f"bf16 {'on' if bf16 else 'off'}; "
               f"{'resuming at step ' + str(step) + ', ' if step else ''}{tc.steps} steps of {tc.batch_size}"
               f"{f', at most {tc.time_limit:g} min' if tc.time_limit else ''} -> {out}")
         if weights is not None:
@@ -213,13 +198,14 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
-        if hasattr(model, "calibrate"):                # e.g. the autoencoder's measured latent scale
+        if isinstance(model, Calibrates):              # e.g. the autoencoder's measured latent scale
             with swap_in(model, ema), torch.autocast(dev.type, enabled=False):
                 idx = torch.arange(min(len(ds), 1024)).numpy()
                 model.calibrate(ds.batch(idx).images.to(dev))
         state = {"model": model.state_dict(), "optim": {m or "_": o.state_dict() for m, o in optims.items()},
-                 "ema": ema, "step": at, "rng": torch.get_rng_state(),
-                 "data": dict(zip(("epoch", "position"), batch_indices(at, tc.batch_size, len(ds), tc.seed, weights)[1:]))}
+                 "ema": ema, "step": at, "rng": torch.get_rng_state(), "data": feed.position(at)}
+        if dev.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
         path = ckpt.write_checkpoint(out / name, family=run.family, model=model, ema=ema, training_state=state,
                                      extra_config={"preset": run.preset, "class_names": ds.class_names,
                                                    "data": to_dict(run.data), "step": at})
@@ -230,8 +216,9 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
         return path
 
     def grid(at: int) -> None:
+        assert painter is not None
         with swap_in(model, ema):
-            imgs = sample_grid(model, tc.sample_n, num_classes=num_classes, text=grid_text)
+            imgs = sample_grid(painter, tc.sample_n, captions=grid_captions)
         save_grid(imgs, out / "samples" / f"step-{at:07d}.png")
 
     start = time.perf_counter()
@@ -240,21 +227,14 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
     model.train()
     try:
         while step < tc.steps:
-            idx, _, _ = batch_indices(step, tc.batch_size, len(ds), tc.seed, weights)
-            flip = flips_at(step, tc.batch_size, tc.seed) if run.data.flip else None
-            batch = ds.batch(idx.numpy(), flip=flip)
-            if posterior is not None:
-                batch.posterior = posterior[idx]
-            if embed is not None:
-                batch.cond = embed(phrasings_at(step, idx.tolist(), ds.captions, ds.variants, tc.variants, tc.seed)
-                                   if phrased else batch.captions)
-            batch = batch.to(dev)
+            batch = feed.batch(step).to(dev)
             lr = lr_at(step, tc)
             logs = {"lr": lr}
+            carry: dict[str, Any] = {}                   # shared by the phases of this step only
             for ph in phases:
                 if step % ph.every == 0:
-                    logs.update(_run_phase(model, ph, optims[ph.module], owned[ph.module], live, batch, lr,
-                                           tc.grad_clip, bf16, dev))
+                    logs.update(run_phase(model, ph, optims[ph.module], owned[ph.module], live, batch, lr,
+                                          tc.grad_clip, bf16, dev, step, carry))
             ema_update(ema, model, step, tc.ema_decay)
             step += 1
             if not all(math.isfinite(v) for v in logs.values()):
@@ -264,8 +244,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             checked = monitor is not None and step % tc.eval_every == 0
             checks: dict[str, float] = {}                 # logged on the step they were taken, not repeated
             if checked:
-                with swap_in(model, ema), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    checks = monitor(model)
+                with swap_in(model, ema):
+                    checks = monitor(painter, bf16=bf16)
             if step % tc.log_every == 0 or step == tc.steps or checked:
                 log.write(step, {**shown, **checks, "time": time.perf_counter() - start})
             if bar is not None:
@@ -273,8 +253,8 @@ def _loop(run: Run, ds, out: Path, resume: bool, dev: torch.device, progress: bo
             if on_step is not None:
                 on_step(step, logs)
             timeout = bool(tc.time_limit) and time.perf_counter() - start > tc.time_limit * 60
-            if hasattr(model, "sample") and ((tc.sample_every and step % tc.sample_every == 0)
-                                             or step == tc.steps or timeout):
+            if painter is not None and ((tc.sample_every and step % tc.sample_every == 0)
+                                        or step == tc.steps or timeout):
                 grid(step)
             improved = checked and tc.best and checks[f"eval/{tc.best}"] < best
             if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout or improved:
@@ -326,27 +306,6 @@ def init_submodule(model: nn.Module, sub: str, path: str) -> None:
         raise ConfigError(f"{path} does not fit {sub}: {str(e).splitlines()[0]}") from None
 
 
-def _run_phase(model: nn.Module, ph: Phase, opt: torch.optim.Optimizer, params: list[nn.Parameter],
-               live: list[nn.Parameter], batch: Batch, lr: float, clip: float, bf16: bool,
-               dev: torch.device) -> dict[str, float]:
-    mine = {id(p) for p in params}
-    for p in live:                                     # only this phase's module collects gradients
-        p.requires_grad_(id(p) in mine)
-    for g in opt.param_groups:
-        g["lr"] = lr
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-        out = model.loss(batch, ph.name)
-    out["loss"].float().backward()
-    logs = {f"{ph.name}/{k}": float(v.detach()) for k, v in out.items()}
-    if clip:
-        logs[f"{ph.name}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
-    opt.step()
-    for p in live:
-        p.requires_grad_(True)
-    return logs
-
-
 def _check_same_run(old: dict[str, Any], run: Run) -> None:
     """Resuming must not silently change the model, data or seed.
 
@@ -363,6 +322,8 @@ def _check_same_run(old: dict[str, Any], run: Run) -> None:
     was = {part: {**defaults[part], **old.get(part, {})} for part in defaults}
     changed = [f"{part}.{k} ({was[part].get(k)!r} -> {v!r})" for part in defaults for k, v in new[part].items()
                if was[part].get(k) != v and not (part == "train" and k in mutable)]
+    if old.get("roles", {}) != new["roles"]:
+        changed.append(f"roles ({old.get('roles', {})!r} -> {new['roles']!r})")
     if changed:
         raise ConfigError(f"--resume: {', '.join(changed)} differ from the run being resumed; resume with the "
                           f"same settings (only train {', '.join(sorted(mutable))} may change) or use a new --out")

@@ -79,7 +79,7 @@ def test_bad_arguments_are_one_clear_line(capsys, argv, needle):
 
 @pytest.mark.parametrize("extra, needle", [
     (["--sampler", "plms"], "unknown sampler 'plms'"),
-    (["--steps", "0"], "--steps must be at least 1"),
+    (["--steps", "0"], "steps must be between 1 and 200, got 0"),
     (["--class", "seven"], "unknown class 'seven'"),
 ])
 def test_bad_sample_arguments(trained, capsys, tmp_path, extra, needle):
@@ -89,7 +89,7 @@ def test_bad_sample_arguments(trained, capsys, tmp_path, extra, needle):
 
 def test_sampler_options_refused_for_gans(trained, capsys, tmp_path):
     code, _, err = run(capsys, "sample", str(trained / "dcgan"), "--sampler", "heun", "-o", str(tmp_path / "x.png"))
-    assert code == 2 and "does not apply to a dcgan model" in err
+    assert code == 2 and "sampler does not apply to the dcgan model" in err and "(its options: none)" in err
 
 
 def test_existing_run_needs_resume_and_resume_must_match(trained, capsys):

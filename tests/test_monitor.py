@@ -12,8 +12,10 @@ import torch
 from danqing import checkpoint as ckpt
 from danqing.config import DataConfig, TrainConfig
 from danqing.data import load_dataset
-from danqing.families import FAMILIES
+from danqing.families import spec
+from danqing.generate import Painter
 from danqing.metrics import MetricsError
+from danqing.protocol import Facts, FamilySpec, Generates
 from danqing.train import Run, train
 
 
@@ -32,17 +34,28 @@ def lite0():
 
 
 class Replay(torch.nn.Module):
-    """A stand-in generator that 'samples' given images, ignoring the condition."""
+    """A stand-in generator that 'samples' given images, ignoring the condition and the noise."""
 
     def __init__(self, images: torch.Tensor):
         super().__init__()
+        self.config = None
         self.images = images
+        self.anchor = torch.nn.Parameter(torch.zeros(()))       # a device to paint on
 
-    def sample(self, n, cond=None, *, generator=None):
-        first = int(torch.randint(0, 10**6, (1,), generator=generator[0]))    # proves nothing global is drawn
-        del first
+    def noise(self, n, generator=None, size=None):
+        return torch.stack([torch.randn(1, generator=g) for g in generator])    # proves nothing global is drawn
+
+    def sample(self, n, cond=None, *, generator=None, noise=None, options=None):
         out, self.images = self.images[:n], self.images[n:]
         return out
+
+
+REPLAY = FamilySpec("replay", object, Replay, {}, capabilities=frozenset({Generates}),
+                    facts=lambda c: Facts(16, 1, num_classes=10))
+
+
+def replay(images):
+    return Painter(Replay(images), REPLAY, name="replay")
 
 
 def test_alarm_fires_on_a_collapsed_generator_and_not_on_real_images(digits, lite0):
@@ -52,16 +65,16 @@ def test_alarm_fires_on_a_collapsed_generator_and_not_on_real_images(digits, lit
     other = torch.from_numpy(np.array(digits.images[1:41])).float() / 127.5 - 1     # real digits, not the subset
     with warnings.catch_warnings():
         warnings.simplefilter("error", CollapseWarning)
-        healthy = mon(Replay(other))
+        healthy = mon(replay(other))
     one = torch.from_numpy(np.array(digits.images[:1])).float().expand(40, -1, -1, -1) / 127.5 - 1
     with pytest.warns(CollapseWarning, match="mode collapse"):
-        collapsed = mon(Replay(one))
+        collapsed = mon(replay(one))
     assert healthy["eval/diversity"] > 0.8 and collapsed["eval/diversity"] < 0.05
     assert collapsed["eval/kid"] > healthy["eval/kid"]
 
 
 def test_trainer_logs_checks_and_keeps_the_best_checkpoint(tmp_path, lite0):
-    c = FAMILIES["diffusion"].PRESETS["tiny"]
+    c = spec("diffusion").presets["tiny"]
     tc = TrainConfig(steps=4, batch_size=8, warmup=1, bf16="off", ckpt_every=0, sample_every=0, sample_n=4,
                      eval_every=2, eval_n=16, best="kid", log_every=1)
     data = DataConfig("digits", size=16, channels=c.image_channels)

@@ -1,4 +1,8 @@
-"""Conformance: every family's "tiny" preset speaks the protocol, saves, loads and resumes exactly."""
+"""Conformance: every registered family's "tiny" preset speaks the protocol, saves, loads and resumes exactly.
+
+Parametrised over the registry's specs and the capabilities they declare, never over family names: a new
+family passes or fails these tests without being named here.
+"""
 from __future__ import annotations
 
 import csv
@@ -10,72 +14,88 @@ from safetensors.torch import load_file
 
 from danqing import checkpoint as ckpt
 from danqing.config import DataConfig, TrainConfig, from_dict, to_dict
-from danqing.families import FAMILIES, paints
-from danqing.protocol import Batch, Cond, Family, Trainable, generators
+from danqing.families import FAMILIES, spec, specs
+from danqing.options import describe
+from danqing.protocol import (CAPABILITIES, Batch, Cond, Denoises, FamilySpec, FrozenEncoding, Generates, Scores,
+                              Stylizes, Trainable, generators)
 from danqing.train import Run, train
 
 NAMES = sorted(FAMILIES)
-GENERATORS = [n for n in NAMES if paints(n)]
+GENERATORS = [n for n in NAMES if spec(n).can(Generates)]
 
 
 def tiny(name):
-    fam = FAMILIES[name]
     torch.manual_seed(0)
-    return fam.Model(fam.PRESETS["tiny"])
+    fam = spec(name)
+    return fam.Model(fam.presets["tiny"])
 
 
-def fake_batch(model, b=4):
-    c = model.config
+def fake_batch(name, model, b=4):
+    fam = spec(name)
+    f = fam.facts(model.config)
     g = torch.Generator().manual_seed(1)
-    labels = torch.arange(b) % c.num_classes if getattr(c, "num_classes", 0) else None
-    return Batch(torch.rand(b, c.image_channels, c.image_size, c.image_size, generator=g) * 2 - 1, labels,
-                 cond=text_cond(c, b))
+    labels = torch.arange(b) % f.num_classes if f.num_classes else None
+    images = torch.rand(b, f.image_channels, f.image_size, f.image_size, generator=g) * 2 - 1
+    roles = {r.name: Batch(torch.rand(b, f.image_channels, f.image_size, f.image_size, generator=g) * 2 - 1)
+             for r in fam.roles}
+    return Batch(images, labels, cond=text_cond(name, model, b), roles=roles)
 
 
-def text_cond(c, n):
-    """Random text states for text-conditional configs (None otherwise)."""
-    if not getattr(c, "text_dim", 0):
+def text_cond(name, model, n):
+    """Random text states for text-conditional models (None otherwise)."""
+    t = spec(name).facts(model.config).text
+    if t is None:
         return None
     g = torch.Generator().manual_seed(2)
-    mask = torch.arange(c.text_tokens)[None].expand(n, -1) < torch.arange(2, 2 + n)[:, None] % c.text_tokens + 1
-    return Cond(text=torch.randn(n, c.text_tokens, c.text_dim, generator=g), text_mask=mask,
-                pooled=torch.randn(n, c.text_dim, generator=g))
+    mask = torch.arange(t.tokens)[None].expand(n, -1) < torch.arange(2, 2 + n)[:, None] % t.tokens + 1
+    return Cond(text=torch.randn(n, t.tokens, t.dim, generator=g), text_mask=mask,
+                pooled=torch.randn(n, t.dim, generator=g))
 
 
-def cond_for(model, n):
-    c = model.config
-    cond = text_cond(c, n)
-    if getattr(c, "num_classes", 0):
+def cond_for(name, model, n):
+    cond = text_cond(name, model, n)
+    k = spec(name).facts(model.config).num_classes
+    if k:
         cond = cond or Cond()
-        cond.labels = torch.arange(n) % c.num_classes
+        cond.labels = torch.arange(n) % k
     return cond
 
 
 def pick(cond, i):
     """Row i of a condition, as a batch of one."""
-    if cond is None:
-        return None
-    return Cond(**{k: None if v is None else v[i:i + 1] for k, v in vars(cond).items()})
+    return None if cond is None else cond.rows(slice(i, i + 1))
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_module_shape(name):
-    fam = FAMILIES[name]
-    assert {"tiny"} <= set(fam.PRESETS)
-    for c in fam.PRESETS.values():
+def test_spec_shape(name):
+    fam = spec(name)
+    assert fam.name == name and {"tiny"} <= set(fam.presets) and fam.summary
+    for c in fam.presets.values():
         assert dataclasses.is_dataclass(c) and c.__dataclass_params__.frozen
         assert from_dict(fam.Config, to_dict(c)) == c          # JSON round trip
-    assert isinstance(tiny(name), Family if paints(name) else Trainable)
+        f = fam.facts(c)
+        assert f.image_size >= 1 and f.image_channels in (1, 3)
+    assert dataclasses.is_dataclass(fam.Options) and fam.Options.__dataclass_params__.frozen
+    describe(fam.Options, fam.default_options(fam.presets["tiny"]))      # every option is int/float/str/bool
+    assert isinstance(tiny(name), Trainable)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_capabilities_are_declared_exactly(name):
+    """A model implements every capability its spec declares, and declares every one it implements."""
+    model = tiny(name)
+    implemented = {c for c in CAPABILITIES if isinstance(model, c)}
+    assert implemented == set(spec(name).capabilities), (implemented, spec(name).capabilities)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_phases_and_losses(name):
     model = tiny(name)
-    batch = fake_batch(model)
+    batch = fake_batch(name, model)
     phases = model.phases()
     assert phases and len({p.name for p in phases}) == len(phases)
     for ph in phases:
-        out = model.loss(batch, ph.name)
+        out = model.loss(batch, ph.name, 0, {})
         assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
         model.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -86,20 +106,37 @@ def test_phases_and_losses(name):
 @pytest.mark.parametrize("name", GENERATORS)
 def test_sample_shape_range_and_per_image_generators(name):
     model = tiny(name).eval()
-    c = model.config
-    x = model.sample(3, cond_for(model, 3), generator=generators([5, 6, 7]))
-    assert x.shape == (3, c.image_channels, c.image_size, c.image_size)
+    f = spec(name).facts(model.config)
+    x = model.sample(3, cond_for(name, model, 3), generator=generators([5, 6, 7]))
+    assert x.shape == (3, f.image_channels, f.image_size, f.image_size)
     assert x.min() >= -1 and x.max() <= 1 and torch.isfinite(x).all()
     # image i depends only on its own generator, not on the batch it was drawn in
-    one = model.sample(1, pick(cond_for(model, 3), 1), generator=generators([6]))
+    one = model.sample(1, pick(cond_for(name, model, 3), 1), generator=generators([6]))
     torch.testing.assert_close(one[0], x[1], atol=1e-5, rtol=0)
     # the noise it starts from can be handed in: the same pictures, and other noise gives others
     gens = generators([5, 6, 7])
     z = model.noise(3, gens)
-    same = model.sample(3, cond_for(model, 3), generator=gens, noise=z)
+    same = model.sample(3, cond_for(name, model, 3), generator=gens, noise=z)
     torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
-    other = model.sample(3, cond_for(model, 3), generator=generators([5, 6, 7]), noise=-z)
+    other = model.sample(3, cond_for(name, model, 3), generator=generators([5, 6, 7]), noise=-z)
     assert not torch.allclose(other, x, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_default_options_paint_and_foreign_options_are_refused(name):
+    """The family's default Options are what sample uses without any; an option it does not have is refused."""
+    from danqing.generate import Painter, PipelineError, Request
+    model = tiny(name).eval()
+    fam = spec(name)
+    painter = Painter(model, fam, encode_text=lambda texts: text_cond(name, model, len(texts)))
+    prompts = ["a thing"] * 2 if painter.takes_text else None
+    x = painter(Request([0, 1], prompts))
+    y = model.sample(2, cond_for(name, model, 2) if not painter.takes_text else text_cond(name, model, 2),
+                     generator=generators([0, 1]), options=fam.default_options(model.config))
+    if not painter.takes_text and not painter.class_names:
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    with pytest.raises(PipelineError, match="does not apply"):
+        painter(Request([0], prompts and prompts[:1], options={"no_such_option": 1}))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -113,28 +150,33 @@ def test_save_load_round_trip(name, tmp_path):
     assert cfg["family"] == name and loaded.config == model.config
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
-    if paints(name):
-        a = model.sample(2, cond_for(model, 2), generator=generators([0, 1]))
-        b = loaded.sample(2, cond_for(model, 2), generator=generators([0, 1]))
-    elif hasattr(model, "score"):
-        images = fake_batch(model, 2).images
-        a, b = model.score(images, cond_for(model, 2)), loaded.score(images, cond_for(model, 2))
-    else:                                                     # a stylist: content and style pictures in, one out
-        images = fake_batch(model, 2).images
-        a, b = model.stylize(images[:1], [images[1:]]), loaded.stylize(images[:1], [images[1:]])
-    assert torch.equal(a, b)
+    fam = spec(name)
+    images = fake_batch(name, model, 2).images
+    outputs = []
+    for m in (model, loaded):                                 # what each capability makes must be the same
+        if fam.can(Generates):
+            outputs.append(m.sample(2, cond_for(name, model, 2), generator=generators([0, 1])))
+        if fam.can(Scores):
+            outputs.append(m.score(images, cond_for(name, model, 2)))
+        if fam.can(Stylizes):                                 # content and style pictures in, one out
+            outputs.append(m.stylize(images[:1], [images[1:]]))
+    assert outputs, f"{name} declares nothing this test can compare"
+    half = len(outputs) // 2
+    for a, b in zip(outputs[:half], outputs[half:]):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_resume_is_bit_exact(name, tmp_path, request, monkeypatch):
     """N steps straight == N/2 steps, a crash, and a resume for the rest (CPU, fp32)."""
-    fam = FAMILIES[name]
-    if getattr(fam.PRESETS["tiny"], "text_dim", 0):
+    fam = spec(name)
+    c = fam.presets["tiny"]
+    f = fam.facts(c)
+    if f.text is not None:
         monkeypatch.setenv("DANQING_TEXT_ENCODER", str(request.getfixturevalue("tiny_text_encoder")))
-    c = fam.PRESETS["tiny"]
-    run = Run(name, c, DataConfig("digits", size=c.image_size, channels=c.image_channels, flip=True),
+    run = Run(name, c, DataConfig("digits", size=f.image_size, channels=f.image_channels, flip=True),
               TrainConfig(steps=6, batch_size=8, warmup=2, bf16="off", ckpt_every=3, sample_every=0, sample_n=4,
-                          log_every=1), "tiny")
+                          log_every=1), "tiny", roles={r.name: "digits" for r in fam.roles})
     straight = train(run, tmp_path / "a", progress=False)
 
     class Crash(Exception):
@@ -160,48 +202,50 @@ def test_resume_is_bit_exact(name, tmp_path, request, monkeypatch):
 def test_diffusers_backbone_trains_and_samples(name):
     """The benchmark peer (diffusers' UNets behind the same preconditioning) runs the same loss and samplers."""
     pytest.importorskip("diffusers")
-    fam = FAMILIES[name]
+    fam = spec(name)
     torch.manual_seed(0)
-    model = fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="diffusers", attn=(4,)))
+    model = fam.Model(dataclasses.replace(fam.presets["tiny"], backbone="diffusers", attn=(4,)))
     assert type(model.net).__name__ == "DiffusersUNet"
-    loss = model.loss(fake_batch(model))["loss"]
+    loss = model.loss(fake_batch(name, model))["loss"]
     loss.backward()
     assert torch.isfinite(loss) and all(p.grad is not None for p in model.net.parameters() if p.requires_grad)
-    x = model.sample(2, cond_for(model, 2), generator=generators([0, 1]), steps=2, guidance=2.0)
+    x = model.sample(2, cond_for(name, model, 2), generator=generators([0, 1]),
+                     options=fam.Options(steps=2, guidance=2.0))
     assert x.shape == (2, model.config.image_channels, model.config.image_size, model.config.image_size)
     assert x.abs().max() <= 1
 
 
 def test_unknown_backbone_is_a_clear_error():
-    fam = FAMILIES["diffusion"]
+    fam = spec("diffusion")
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
-        fam.Model(dataclasses.replace(fam.PRESETS["tiny"], backbone="resnet"))
+        fam.Model(dataclasses.replace(fam.presets["tiny"], backbone="resnet"))
 
 
 def test_latent_presets_precondition_for_the_calibrated_latent_std():
     """EDM's c_skip, c_out, c_in and lambda assume data of std sigma_data.  calibrate() scales latents to
     std 1 (latent_scale = 1 / std, a closed form), so every latent preset must use sigma_data = 1."""
-    ae = FAMILIES["autoencoder"].Model(FAMILIES["autoencoder"].PRESETS["tiny"])
+    ae = spec("autoencoder").Model(spec("autoencoder").presets["tiny"])
     images = torch.rand(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
     ae.calibrate(images)
     assert float(ae.encode(images).std()) == pytest.approx(1.0, rel=1e-4)
-    latent = {f"{fam}:{p}": c.sigma_data for fam in FAMILIES for p, c in FAMILIES[fam].PRESETS.items()
-              if getattr(c, "ae", None) is not None}
+    latent = {f"{name}:{p}": c.sigma_data for name, fam in specs().items() for p, c in fam.presets.items()
+              if fam.can(Denoises) and fam.facts(c).latent_factor > 1}
     assert latent and set(latent.values()) == {1.0}, latent
 
 
 def test_loss_takes_the_frozen_posterior_precomputed():
-    """Latent diffusion: a batch carrying frozen_posterior(images) gives the same loss as encoding the images."""
-    model = tiny("t2i")
-    batch = fake_batch(model)
-    cached = dataclasses.replace(batch, posterior=model.frozen_posterior(batch.images))
+    """Latent diffusion: a batch carrying frozen_stats(images) gives the same loss as encoding the images."""
+    name, model = "t2i", tiny("t2i")
+    assert isinstance(model, FrozenEncoding)
+    batch = fake_batch(name, model)
+    cached = dataclasses.replace(batch, posterior=model.frozen_stats(batch.images))
     assert cached.posterior.shape == (4, 2 * model.config.ae.latent_channels, 8, 8)     # mean and logvar, f=2
     torch.manual_seed(3)
     a = model.loss(batch)["loss"]
     torch.manual_seed(3)
     b = model.loss(cached)["loss"]
     torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
-    assert tiny("diffusion").frozen_posterior(batch.images) is None                     # pixel space: nothing to cache
+    assert tiny("diffusion").frozen_stats(batch.images) is None                     # pixel space: nothing to cache
 
 
 def test_trainer_encodes_the_data_once_and_trains_the_same(tmp_path, tiny_text_encoder, monkeypatch):
@@ -212,7 +256,7 @@ def test_trainer_encodes_the_data_once_and_trains_the_same(tmp_path, tiny_text_e
     calls = []
     posterior = AutoEncoder.posterior
     monkeypatch.setattr(AutoEncoder, "posterior", lambda self, x: calls.append(len(x)) or posterior(self, x))
-    c = FAMILIES["t2i"].PRESETS["tiny"]
+    c = spec("t2i").presets["tiny"]
     runs = {}
     for cache in (True, False):
         calls.clear()
@@ -242,7 +286,7 @@ def test_trainer_draws_caption_variants(tmp_path, tiny_text_encoder, monkeypatch
 
     from danqing.text import EmbeddingCache
     monkeypatch.setenv("DANQING_TEXT_ENCODER", str(tiny_text_encoder))
-    c = FAMILIES["t2i"].PRESETS["tiny"]
+    c = spec("t2i").presets["tiny"]
     root = tmp_path / "pics"
     root.mkdir()
     rows = []
@@ -259,10 +303,10 @@ def test_trainer_draws_caption_variants(tmp_path, tiny_text_encoder, monkeypatch
         run = Run("t2i", c, DataConfig(str(root), size=c.image_size, channels=c.image_channels),
                   TrainConfig(steps=3, batch_size=4, bf16="off", sample_every=0, sample_n=2, variants=share), "tiny")
         train(run, tmp_path / f"run{share}", progress=False)
-        seen[share] = asked[2:2 + 3]           # after the up-front call and the sample grid's texts
+        seen[share] = asked[1:1 + 3]           # after the up-front call; the sample grid's texts come last
         up_front = set(asked[0])
         assert {f"thing {i}" for i in range(6)} <= up_front
         assert ({f"item {i}" for i in range(6)} <= up_front) == (share > 0), "variants encoded only when used"
-        assert all(t.startswith("thing ") for t in asked[1]), "the sample grid shows captions"
+        assert all(t.startswith("thing ") for t in asked[-1]), "the sample grid shows captions"
     assert all(t.startswith("thing ") for texts in seen[0.0] for t in texts)
     assert not any(t.startswith("thing ") for texts in seen[1.0] for t in texts)

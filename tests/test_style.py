@@ -14,7 +14,7 @@ from PIL import Image, PngImagePlugin
 from tiny_models import train_tiny_adain
 
 from danqing.cli import main
-from danqing.data import pictures
+from danqing.data import debian, pictures
 from danqing.data.sources import DataError
 from danqing.style import StyleError, gram, transfer
 from danqing.style import adain as A
@@ -179,7 +179,9 @@ def test_a_tiny_adain_run_writes_a_checkpoint(decoder_run):
     step = decoder_run / "run" / "step-0000002"
     assert (step / "model.safetensors").is_file() and (step / "ema.safetensors").is_file()
     cfg = json.loads((step / "config.json").read_text())
-    assert cfg["family"] == "adain" and cfg["model"]["style"] == str(decoder_run / "style")
+    assert cfg["family"] == "adain" and "style" not in cfg["model"]
+    run = json.loads((decoder_run / "run" / "config.json").read_text())
+    assert run["roles"] == {"style": str(decoder_run / "style")}              # the style pictures are a data role
     assert "encoder" not in " ".join(json.loads((step / "training_state.json").read_text())["model"])
 
 
@@ -336,8 +338,7 @@ def test_debian_members_are_read_from_a_package(tmp_path, monkeypatch):
     deb = tmp_path / "fake-art_1.2_all.deb"
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True,
                    capture_output=True)
-    fetch_module = importlib.import_module("danqing.data.fetch")      # danqing.data.fetch is also a function
-    monkeypatch.setattr(fetch_module, "_apt_download", lambda package, cwd: deb)
+    monkeypatch.setattr(debian, "apt_download", lambda package, cwd: deb)
     src = pictures._debian("fake", "fake-art", "CC0", "test", "", r"\./usr/share/art/([^/]+\.png)")
     monkeypatch.setattr(src, "requires", ())
     images = pictures.fetch_pictures("paintings", tmp_path / "cache", sources=[src])

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from ..config import ConfigError
 from .common import UsageError
 from .data import cmd_data, cmd_eval
-from .paint import cmd_paint, cmd_sample
+from .paint import add_option_flags, cmd_paint, cmd_sample
 from .studio import cmd_studio
 from .style import cmd_style
 from .train import cmd_export, cmd_models, cmd_train
@@ -34,7 +34,6 @@ from .train import cmd_export, cmd_models, cmd_train
 
 def build_parser() -> argparse.ArgumentParser:
     from ..families import FAMILIES
-    from ..sampling import SAMPLERS
 
     p = argparse.ArgumentParser(prog="danqing", description="danqing: AI painting under one protocol")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("family", choices=list(FAMILIES), help="model family")
     t.add_argument("--data", help="a folder of images or a built-in source (digits, mnist)")
     t.add_argument("--content", metavar="DIR|DATASET", help="adain: the content pictures (the same as --data)")
-    t.add_argument("--style", metavar="DIR|DATASET", help="adain: the style pictures (e.g. paintings)")
+    t.add_argument("--style", metavar="DIR|DATASET", help="adain: the style pictures (--role style=DIR|DATASET)")
+    t.add_argument("--role", action="append", default=[], metavar="NAME=DIR|DATASET",
+                   help="a data set the family trains on beside --data, by role (see `danqing models`)")
     t.add_argument("--preset", default="small", help="model size preset (see `danqing models`)")
     t.add_argument("--steps", type=int, help="training steps")
     t.add_argument("--batch-size", type=int)
@@ -66,9 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", help="a run folder or a checkpoint folder")
     s.add_argument("-n", type=int, default=64, help="number of images")
     s.add_argument("--seed", type=int, default=0, help="image i uses seed SEED+i")
-    s.add_argument("--sampler", help=f"diffusion sampler: {', '.join(SAMPLERS)}")
-    s.add_argument("--steps", type=int, help="sampler steps")
-    s.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
+    add_option_flags(s)
     s.add_argument("--class", dest="cls", help="class name or id (default: cycle through the classes)")
     s.add_argument("--batch-size", type=int, default=64)
     s.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
@@ -81,13 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("prompt", nargs="?", help='what to paint, e.g. "a fox face, 3d style"')
     pt.add_argument("-n", type=int, default=4, help="number of pictures (1-16)")
     pt.add_argument("--seed", type=int, help="picture i uses seed SEED+i (default: random)")
-    pt.add_argument("--steps", type=int, help="denoising steps (1-200)")
-    pt.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = off)")
     pt.add_argument("--negative", default="", help="negative prompt: what the picture should not be")
-    pt.add_argument("--sampler", help=f"{', '.join(SAMPLERS)}")
     pt.add_argument("--size", type=int, help="picture side in pixels (a multiple of the model's stride)")
     pt.add_argument("--init", help="image-to-image: start from this picture")
-    pt.add_argument("--strength", type=float, default=0.6, help="image-to-image: how much to change (0-1]")
+    add_option_flags(pt)
     pt.add_argument("--mask", help="inpainting: white = repaint, black = keep (needs --init)")
     pt.add_argument("--model", help="a bundled model name or a run/checkpoint folder (default: emoji)")
     pt.add_argument("--from", dest="source", help="repaint the picture whose parameters this PNG carries")
@@ -175,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..checkpoint import CheckpointError
     from ..data import DataError
     from ..metrics import MetricsError
+    from ..options import OptionError
     from ..pipeline import PipelineError
     from ..text import TextEncoderError
 
@@ -186,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         args.fn(args, extra)
-    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError, MetricsError) as e:
+    except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError, MetricsError,
+            OptionError) as e:
         print(f"danqing {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

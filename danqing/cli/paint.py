@@ -2,64 +2,79 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 from collections.abc import Sequence
 
 from .common import UsageError
 
+# ---------------------------------------------------------------- options
+
+def add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every option of every family's Options (``--steps``, ``--guidance`` ...): a new family's knobs
+    appear here without editing the CLI.  Whether the chosen model has an option is checked when it is loaded."""
+    from ..families import specs
+    from ..options import describe
+
+    found: dict[str, tuple[object, list[str]]] = {}
+    for fam in specs().values():
+        for info in describe(fam.Options):
+            found.setdefault(info.name, (info, []))[1].append(fam.name)
+    kinds = {"int": int, "float": float, "str": str, "bool": _yes_no}
+    for name, (info, families) in found.items():
+        choices = f": {', '.join(info.choices)}" if info.choices else ""
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kinds[info.type],
+                            metavar=info.type.upper() if not info.choices else "NAME",
+                            help=f"{info.help}{choices} ({', '.join(sorted(set(families)))})")
+
+
+def _yes_no(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
+def chosen_options(args: argparse.Namespace) -> dict[str, object]:
+    """The options given on the command line, by name."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+
+
 # ---------------------------------------------------------------- sample
 
 def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    import torch
-
     from ..checkpoint import load
+    from ..families import spec
+    from ..generate import Painter, Request
     from ..hardware import use_bf16
     from ..images import save_grid
-    from ..protocol import Cond, generators
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
     if args.n < 1:
-        raise UsageError("-n must be at least 1")
+        raise UsageError(f"-n must be at least 1, got {args.n}")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     model, cfg = load(args.checkpoint)
-    accepts = inspect.signature(model.sample).parameters
-    for opt in ("sampler", "steps", "guidance"):
-        if getattr(args, opt) is not None and opt not in accepts:
-            raise UsageError(f"--{opt} does not apply to a {cfg['family']} model")
-    if args.sampler is not None:
-        from ..sampling import SAMPLERS
-        if args.sampler not in SAMPLERS:
-            raise UsageError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError("--steps must be at least 1")
-    cond = None
-    num_classes = getattr(model.config, "num_classes", 0)
+    painter = Painter(model, spec(cfg["family"]), class_names=cfg.get("class_names"), name=args.checkpoint)
+    labels = None
     if args.cls is not None:
-        names = cfg.get("class_names") or [str(i) for i in range(num_classes)]
-        if not num_classes:
+        names = painter.class_names
+        if not names:
             raise UsageError(f"--class needs a class-conditional model; {args.checkpoint} is unconditional")
         if args.cls in names:
             c = names.index(args.cls)
-        elif args.cls.isdigit() and int(args.cls) < num_classes:
+        elif args.cls.isdigit() and int(args.cls) < len(names):
             c = int(args.cls)
         else:
             raise UsageError(f"unknown class {args.cls!r}; this model knows: {', '.join(names)}")
-        cond = Cond(labels=torch.full((args.n,), c, dtype=torch.long))
-    elif num_classes:
-        cond = Cond(labels=torch.arange(args.n) % num_classes)     # one of each class, in turn
-    kw = {k: getattr(args, k) for k in ("sampler", "steps", "guidance") if getattr(args, k) is not None}
+        labels = [c] * args.n
+    elif painter.class_names:
+        labels = [i % len(painter.class_names) for i in range(args.n)]     # one of each class, in turn
     seeds = list(range(args.seed, args.seed + args.n))
-    chunks = []
-    device = next(model.parameters()).device
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(args.bf16, device)):
-        for i in range(0, args.n, args.batch_size):
-            sl = slice(i, i + args.batch_size)
-            sub = None if cond is None else Cond(labels=cond.labels[sl])
-            chunks.append(model.sample(len(seeds[sl]), sub, generator=generators(seeds[sl]), **kw))
-    path = save_grid(torch.cat(chunks), args.output, nrow=args.nrow)
+    images = painter(Request(seeds, labels=labels, options=chosen_options(args)),
+                     bf16=use_bf16(args.bf16, painter.device), batch_size=args.batch_size)
+    path = save_grid(images, args.output, nrow=args.nrow)
     print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
 
 
@@ -90,13 +105,12 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
     params = read_parameters(args.source) if args.source else None
     pipe = load(args.model if args.model else (params.model if params and params.model else "emoji"),
                 **({"scorer": args.scorer} if args.scorer else {}))
-    with _step_bar(args.steps or (params.steps if params else pipe.model.config.steps), quiet=args.quiet) as cb:
+    with _step_bar(quiet=args.quiet) as cb:
         if params is not None:
             images = [pipe.regenerate(params, init, mask, callback=cb)]
         else:
-            images = pipe(args.prompt or "", args.negative, args.n, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                          sampler=args.sampler, size=args.size, init_image=init, strength=args.strength, mask=mask,
-                          bf16=args.bf16, best_of=args.best_of, callback=cb)
+            images = pipe(args.prompt or "", args.negative, args.n, seed=args.seed, size=args.size, init_image=init,
+                          mask=mask, bf16=args.bf16, best_of=args.best_of, callback=cb, **chosen_options(args))
     for img, path in zip(images, next_paths(args.output, len(images))):
         pipe.save(img, path)
         score = img.info["params"].score
@@ -112,10 +126,10 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 class _step_bar:
-    """A progress bar over denoising steps; yields the sampler callback."""
+    """A progress bar over denoising steps (its length comes with the first step); yields the sampler callback."""
 
-    def __init__(self, steps: int, quiet: bool):
-        self.steps, self.quiet = steps, quiet
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
 
     def __enter__(self):
         if self.quiet:
@@ -129,7 +143,7 @@ class _step_bar:
         )
         self.bar = Progress(TextColumn("painting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             transient=True)
-        self.task = self.bar.add_task("paint", total=self.steps)
+        self.task = self.bar.add_task("paint", total=None)
         self.bar.start()
         return lambda i, n, x, denoised: self.bar.update(self.task, completed=i + 1, total=n)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import DataConfig, TrainConfig, override
+from ..protocol import Encoder, FamilySpec, FrozenEncoding
 from .common import UsageError
 
 
@@ -35,30 +36,32 @@ def _split_overrides(extra: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from ..data import load_dataset
-    from ..families import FAMILIES
+    from ..families import spec
     from ..train import Run, train
 
-    fam = FAMILIES[args.family]
+    fam = spec(args.family)
     args.data = _data_source(args, fam)
-    if args.preset not in fam.PRESETS:
-        raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.PRESETS)}")
+    roles = _roles(args, fam)
+    if args.preset not in fam.presets:
+        raise UsageError(f"{args.family} has no preset {args.preset!r}; choose one of {', '.join(fam.presets)}")
     ov = _split_overrides(extra)
-    model_cfg = override(fam.PRESETS[args.preset], ov["model"], prefix="model.")
-    if args.style:                                     # a family that holds a second data set (adain's styles)
-        model_cfg = dataclasses.replace(model_cfg, style=args.style)
+    model_cfg = override(fam.presets[args.preset], ov["model"], prefix="model.")
 
     flags = {"steps": args.steps, "batch_size": args.batch_size, "bf16": args.bf16, "seed": args.seed,
              "time_limit": args.minutes}
-    train_cfg = dataclasses.replace(TrainConfig(), **getattr(fam, "TRAIN_DEFAULTS", {}))
+    train_cfg = dataclasses.replace(TrainConfig(), **fam.train_defaults)
     train_cfg = dataclasses.replace(train_cfg, **{k: v for k, v in flags.items() if v is not None})
     train_cfg = override(train_cfg, ov["train"], prefix="train.")
     for k in ("size", "channels"):
         if k in ov["data"]:
             raise UsageError(f"--data.{k} follows the model; set --model.image_{k} instead")
-    data_cfg = override(DataConfig(source=args.data, size=model_cfg.image_size, channels=model_cfg.image_channels,
+    facts = fam.facts(model_cfg)
+    data_cfg = override(DataConfig(source=args.data, size=facts.image_size, channels=facts.image_channels,
                                    flip=args.flip), ov["data"], prefix="data.")
 
-    if hasattr(model_cfg, "num_classes") and "num_classes" not in ov["model"] and not getattr(model_cfg, "text_dim", 0):
+    # a config with a num_classes field is class-conditional when it is above 0: follow the data's classes
+    takes_classes = "num_classes" in {f.name for f in dataclasses.fields(model_cfg)}
+    if takes_classes and "num_classes" not in ov["model"] and fam.facts(model_cfg).text is None:
         ds = load_dataset(data_cfg, progress=not args.quiet)
         n = len(ds.class_names) if ds.labels is not None else 0
         if n != model_cfg.num_classes:
@@ -67,7 +70,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
             model_cfg = dataclasses.replace(model_cfg, num_classes=n)
 
     init_from = {}
-    if getattr(model_cfg, "ae", None) is not None:     # latent diffusion: start from a trained autoencoder
+    if fam.facts(model_cfg).latent_factor > 1 and fam.can(FrozenEncoding):   # latent diffusion: a trained encoder
         model_cfg, init_from = _with_autoencoder(model_cfg, args.autoencoder, args.family)
     elif args.autoencoder:
         raise UsageError(f"--autoencoder applies to latent models; {args.family}:{args.preset} works in pixels")
@@ -75,17 +78,35 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
         init_from = {**init_from, "": args.init}
 
     out = Path(args.out or f"runs/{args.family}-{args.preset}-{Path(args.data).name}")
-    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset, init_from), out, resume=args.resume,
-                 device=args.device, progress=not args.quiet)
+    last = train(Run(args.family, model_cfg, data_cfg, train_cfg, args.preset, init_from, roles), out,
+                 resume=args.resume, device=args.device, progress=not args.quiet)
     print(f"checkpoint: {last}")
     grids = sorted((out / "samples").glob("*.png"))
     if grids:
         print(f"samples:    {grids[-1]}")
 
 
-def _data_source(args: argparse.Namespace, fam) -> str:
+def _roles(args: argparse.Namespace, fam: FamilySpec) -> dict[str, str]:
+    """--role NAME=SOURCE (and --style SOURCE for the role style), checked against the family's roles."""
+    roles: dict[str, str] = {}
+    for item in args.role:
+        name, eq, source = item.partition("=")
+        if not eq or not name or not source:
+            raise UsageError(f"--role {item!r}: write it as --role NAME=DIR|DATASET")
+        roles[name] = source
+    if args.style is not None:
+        roles["style"] = args.style
+    known = [r.name for r in fam.roles]
+    for name in roles:
+        if name not in known:
+            raise UsageError(f"{fam.name} trains on no data set called {name!r}"
+                             f"{'; its roles: ' + ', '.join(known) if known else ' besides --data'}")
+    return roles
+
+
+def _data_source(args: argparse.Namespace, fam: FamilySpec) -> str:
     """--data, or --content for families trained on (content, style) pairs; --style only where it applies."""
-    pairs = "style" in getattr(fam.Config, "__dataclass_fields__", {})
+    pairs = any(r.name == "style" for r in fam.roles)
     if args.style is not None and not pairs:
         raise UsageError(f"--style applies to families trained on (content, style) pairs (adain), not {args.family}")
     if args.content is not None and args.data is not None and args.content != args.data:
@@ -100,23 +121,22 @@ def _data_source(args: argparse.Namespace, fam) -> str:
 def _with_autoencoder(model_cfg, path: str | None, family: str):
     """Put a trained autoencoder's config (with its measured latent scale) into a latent model's config."""
     from ..checkpoint import read_config, resolve
-    from ..families import autoencoder
+    from ..families import FAMILIES, spec
 
     if not path:
         raise UsageError(f"{family} works in an autoencoder's latent space: give --autoencoder RUN_OR_CHECKPOINT "
                          "(train one first: danqing train autoencoder --preset emoji --data emoji)")
     cfg = read_config(path)
-    if cfg.get("family") != "autoencoder":
+    if cfg.get("family") not in FAMILIES or not spec(cfg["family"]).can(Encoder):
         raise UsageError(f"--autoencoder {path} is a {cfg.get('family')} checkpoint, not an autoencoder")
-    from ..config import from_dict
-    ae = from_dict(autoencoder.Config, cfg["model"])
+    ae = spec(cfg["family"]).config_from(cfg["model"])
     if not ae.latent_scale:
         raise UsageError(f"--autoencoder {path} has no measured latent scale; resume its training for a step "
                          "to write a checkpoint that has it")
     if ae.image_size != model_cfg.image_size:
         raise UsageError(f"--autoencoder {path} was trained at {ae.image_size}px but the model paints at "
                          f"{model_cfg.image_size}px")
-    return dataclasses.replace(model_cfg, ae=ae), {"ae": str(resolve(path))}
+    return dataclasses.replace(model_cfg, ae=ae, encoder=cfg["family"]), {"ae": str(resolve(path))}
 
 
 # ---------------------------------------------------------------- export
@@ -139,15 +159,22 @@ def cmd_models(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..families import FAMILIES
+    from ..families import specs
+    from ..options import describe
+    from ..protocol import CAPABILITIES
 
     t = Table(title="families and presets (danqing train FAMILY --preset P)")
-    for col in ("family", "preset", "params", "image", "classes", "phases"):
+    for col in ("family", "preset", "params", "image", "classes", "phases", "can", "options", "data"):
         t.add_column(col)
-    for name, fam in FAMILIES.items():
-        for preset, c in fam.PRESETS.items():
+    for name, fam in specs().items():
+        can = ", ".join(c.__name__ for c in CAPABILITIES if fam.can(c))
+        options = ", ".join(i.name for i in describe(fam.Options)) or "-"
+        data = ", ".join(["data", *(r.name for r in fam.roles)])
+        for preset, c in fam.presets.items():
             m = fam.Model(c)
+            facts = fam.facts(c)
             t.add_row(name, preset, f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M",
-                      f"{c.image_size}x{c.image_size}x{c.image_channels}", str(getattr(c, "num_classes", 0) or "-"),
-                      ",".join(p.name for p in m.phases()))
-    Console().print(t)
+                      f"{facts.image_size}x{facts.image_size}x{facts.image_channels}",
+                      str(facts.num_classes or ("text" if facts.text else "-")),
+                      ",".join(p.name for p in m.phases()), can, options, data)
+    Console(width=None if sys.stdout.isatty() else 200).print(t)      # piped: wide enough for every column

@@ -9,14 +9,12 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 FORMAT_VERSION = 1          # bump when the cached bytes for the same inputs would change
-PROGRESS_MIN_FILES = 200    # below this a progress bar is just noise
 
 
 class CacheWriter:
@@ -82,18 +80,3 @@ def read_cache(folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     if any(meta.get(k) is not None and len(meta[k]) != n for k in ("labels", "captions", "variants")):
         raise ValueError("labels or captions do not match the number of images")
     return images, meta
-
-
-@contextmanager
-def progress_bar(total: int, enabled: bool, what: str) -> Iterator[Callable[[int], None]]:
-    if not enabled or total < PROGRESS_MIN_FILES:
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(what, total=total)
-        yield lambda n: bar.advance(task, n)
-
-

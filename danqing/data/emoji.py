@@ -28,8 +28,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 from PIL import Image, features
 
 from ..fileio import atomic_write
+from .base import DataError
 from .emoji_names import aliases_of, caption_variants
-from .sources import DataError
 
 SIZE = 128                  # side of the stored images; training resizes them again
 FILL = 0.88                 # the visible part's longer side covers this share of SIZE

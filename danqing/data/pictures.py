@@ -31,9 +31,7 @@ import json
 import re
 import shutil
 import struct
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -44,12 +42,12 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from .sources import DataError
+from . import debian
+from .base import DataError
 
 MIN_SIDE = 64               # smaller pictures are left out (style transfer refuses them)
 PATTERN_SIDE = 256          # patterns repeat seamlessly: tiles are repeated to at least this size
 MIN_TILE = 24               # smaller pattern tiles are dither masks, not textures
-_MAX_MEMBER = 64 << 20
 
 Item = tuple[str, bytes, str]       # (file name to store, bytes, where it came from)
 _PIP = {"skimage": "scikit-image", "sklearn": "scikit-learn"}
@@ -97,12 +95,11 @@ def _debian_files(pattern: str, convert: Callable[[str, bytes], tuple[str, bytes
     wanted = re.compile(pattern)
 
     def files(workdir: Path, src: PictureSource) -> Iterator[Item]:
-        from .fetch import _apt_download, _run
         package = src.about["package"]
-        deb = _apt_download(package, workdir)
-        src.version = _run(["dpkg-deb", "-f", str(deb), "Version"], workdir).strip()
+        deb = debian.apt_download(package, workdir)
+        src.version = debian.version(deb, workdir)
         doc = f"./usr/share/doc/{package}/copyright"
-        blobs = deb_members(deb, lambda name: name == doc or wanted.fullmatch(name) is not None)
+        blobs = debian.members(deb, lambda name: name == doc or wanted.fullmatch(name) is not None)
         src.copyright = blobs.pop(doc, b"").decode("utf-8", "replace")
         for path, data in sorted(blobs.items()):
             name = wanted.fullmatch(path)[1]
@@ -114,23 +111,6 @@ def _debian_files(pattern: str, convert: Callable[[str, bytes], tuple[str, bytes
                 name, data = converted
             yield name, data, path[1:]
     return files
-
-
-def deb_members(deb: Path, wanted: Callable[[str], bool]) -> dict[str, bytes]:
-    """Regular files of a .deb's data archive whose names ``wanted`` accepts, read into memory."""
-    blobs: dict[str, bytes] = {}
-    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL) as proc:
-        try:
-            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-                for member in tar:
-                    if wanted(member.name) and member.isfile() and member.size <= _MAX_MEMBER:
-                        blobs[member.name] = tar.extractfile(member).read()
-        except tarfile.TarError as e:
-            raise DataError(f"{deb.name} is not a readable Debian package ({e}); fetch again") from None
-        if proc.wait() != 0:
-            raise DataError(f"dpkg-deb could not read {deb.name}; the download may be damaged, fetch again")
-    return blobs
 
 
 def read_gimp_pattern(data: bytes) -> Image.Image:

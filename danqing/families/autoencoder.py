@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..nn.unet import groups
-from ..protocol import Batch, Cond, Generators, Phase, randn
+from ..protocol import (Batch, Calibrates, Cond, Encoder, Facts, FamilySpec, Generates, Generators, NoOptions, Phase,
+                        randn)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,10 @@ class AutoEncoder(nn.Module):
         return 2 ** (len(self.config.mult) - 1)
 
     @property
+    def latent_channels(self) -> int:
+        return self.config.latent_channels
+
+    @property
     def scale(self) -> float:
         return self.config.latent_scale or 1.0
 
@@ -106,6 +112,14 @@ class AutoEncoder(nn.Module):
     def encode(self, x: Tensor, generator: Generators = None, *, sample: bool = False) -> Tensor:
         """Scaled latents for diffusion: the posterior mean (or a sample) times latent_scale."""
         return self.from_posterior(*self.posterior(x), generator, sample=sample)
+
+    def encode_stats(self, x: Tensor) -> Tensor:
+        """The posterior as one tensor (B, 2z, H/f, W/f): mean, then logvar (what a trainer caches)."""
+        return torch.cat(self.posterior(x), dim=1)
+
+    def from_stats(self, stats: Tensor, generator: Generators = None, *, sample: bool = False) -> Tensor:
+        """``encode`` given ``encode_stats``' output."""
+        return self.from_posterior(*stats.chunk(2, dim=1), generator, sample=sample)
 
     def from_posterior(self, mean: Tensor, logvar: Tensor, generator: Generators = None, *,
                        sample: bool = False) -> Tensor:
@@ -121,7 +135,8 @@ class AutoEncoder(nn.Module):
     def phases(self) -> list[Phase]:
         return [Phase("main")]
 
-    def loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str = "main", step: int = 0,
+             carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         x = batch.images
         mean, logvar = self.posterior(x)
         z = mean + (0.5 * logvar).exp() * torch.randn_like(mean)        # reparameterisation
@@ -150,9 +165,9 @@ class AutoEncoder(nn.Module):
         return randn((n, self.config.latent_channels, s, s), generator, next(self.parameters()).device)
 
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
-               noise: Tensor | None = None, size: int | None = None, **_) -> Tensor:
+               noise: Tensor | None = None, options: NoOptions | None = None) -> Tensor:
         """Decode draws from the prior N(0, I) (a VAE sample; blurry, as VAEs with a tiny KL weight are)."""
-        z = self.noise(n, generator, size) if noise is None else noise
+        z = self.noise(n, generator) if noise is None else noise
         return self.decoder(z).float().clamp(-1, 1)
 
     @torch.no_grad()
@@ -175,3 +190,12 @@ PRESETS: dict[str, Config] = {
 }
 
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 4e-4, "betas": (0.5, 0.9), "ema_decay": 0.999, "batch_size": 32}
+
+
+def facts(c: Config) -> Facts:
+    return Facts(c.image_size, c.image_channels, latent_factor=2 ** (len(c.mult) - 1))
+
+
+SPEC = FamilySpec("autoencoder", Config, AutoEncoder, PRESETS, "KL autoencoder: the latent space of latent "
+                  "diffusion, and a VAE", TRAIN_DEFAULTS, capabilities=frozenset({Generates, Encoder, Calibrates}),
+                  facts=facts)

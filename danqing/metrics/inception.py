@@ -56,7 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import MetricsError
+from .base import MetricsError
 
 __all__ = ["FIDInceptionV3", "load_fid_state", "state_from_torchscript"]
 

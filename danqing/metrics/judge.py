@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..fileio import atomic_write
+from ..pixels import from_uint8
 
 __all__ = ["Judge", "load_or_train_judge", "train_judge"]
 
@@ -39,7 +40,7 @@ class Judge(nn.Module):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
         """uint8 or [-1, 1] float (N, C, H, W) -> (N,) predicted classes."""
-        x = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()
+        x = from_uint8(images) if images.dtype == torch.uint8 else images.float()
         return torch.cat([self(b).argmax(1) for b in x.split(batch)])
 
 
@@ -81,7 +82,7 @@ def load_or_train_judge(ds, cache_dir=None) -> tuple[Judge, float]:
         net = Judge(ds.images.shape[1], classes)
         net.load_state_dict(load_file(str(path)))
         return net.eval(), float(json.loads(meta.read_text())["accuracy"])
-    images = torch.from_numpy(np.array(ds.images)).float() / 127.5 - 1
+    images = from_uint8(torch.from_numpy(np.array(ds.images)))
     net, acc = train_judge(images, torch.from_numpy(np.asarray(ds.labels)))
     atomic_write(path, save(net.state_dict()))
     atomic_write(meta, (json.dumps({"accuracy": acc, "source": ds.source}) + "\n").encode())

@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..nn.unet import groups
-from ..protocol import Batch, Cond, Phase
+from ..protocol import Batch, Cond, Facts, FamilySpec, Phase, Scores, TextSpec
 
-__all__ = ["PRESETS", "TRAIN_DEFAULTS", "Config", "Model", "Scorer", "retrieval_at"]
+__all__ = ["PRESETS", "SPEC", "TRAIN_DEFAULTS", "Config", "Model", "Scorer", "retrieval_at"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,8 @@ class Scorer(nn.Module):
     def phases(self) -> list[Phase]:
         return [Phase("main")]
 
-    def loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str = "main", step: int = 0,
+             carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         if batch.cond is None or batch.cond.pooled is None:
             raise ValueError("the scorer learns from captions: train it on captioned data")
         img = self.embed_images(batch.images)                        # (B, E)
@@ -127,3 +129,11 @@ PRESETS: dict[str, Config] = {
 }
 
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 1e-3, "batch_size": 128, "ema_decay": 0.999, "weight_decay": 0.05}
+
+
+def facts(c: Config) -> Facts:
+    return Facts(c.image_size, c.image_channels, text=TextSpec(c.text_dim, c.text_tokens, c.text_encoder or "minilm"))
+
+
+SPEC = FamilySpec("scorer", Config, Scorer, PRESETS, "prompt-consistency scorer, CLIP-like (scores, does not paint)",
+                  TRAIN_DEFAULTS, capabilities=frozenset({Scores}), facts=facts)

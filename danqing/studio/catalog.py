@@ -20,33 +20,35 @@ MAX_DEPTH = 4           # how deep below the runs folder to look for runs
 
 def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict[str, Any] | None:
     """The listing entry of one model, or None when it does not paint (a scorer, an unknown family)."""
-    from ..config import ConfigError, from_dict
-    from ..families import FAMILIES
-    from ..sampling import SAMPLERS
+    from dataclasses import asdict
 
-    fam = FAMILIES.get(cfg.get("family", ""))
-    if fam is None or cfg["family"] == "scorer" or not hasattr(fam.Model, "sample"):
+    from ..config import ConfigError
+    from ..families import FAMILIES, spec
+    from ..generate import sizes
+    from ..options import describe as describe_options
+    from ..protocol import Denoises
+
+    if cfg.get("family", "") not in FAMILIES:
+        return None
+    fam = spec(cfg["family"])
+    if not fam.paints:
         return None
     try:
-        c = from_dict(fam.Config, cfg["model"])
+        c = fam.config_from(cfg["model"])
     except (ConfigError, KeyError, TypeError, ValueError):
         return None
-    diffusion = hasattr(fam.Model, "denoise")
-    takes_text = bool(getattr(c, "text_dim", 0))
-    k = getattr(c, "num_classes", 0)
+    facts = fam.facts(c)
+    diffusion = fam.can(Denoises)
+    takes_text = facts.text is not None
+    k = facts.num_classes
     class_names = (cfg.get("class_names") or [str(i) for i in range(k)]) if k else []
-    size = c.image_size
-    if diffusion:
-        ae = getattr(c, "ae", None)
-        stride = (2 ** (len(ae.mult) - 1) if ae is not None else 1) * 2 ** (len(c.mult) - 1)
-        sizes = [s for s in range(stride, 2 * size + 1, stride) if s >= size / 2]
-    else:
-        sizes = [size]
+    options = [asdict(o) for o in describe_options(fam.Options, fam.default_options(c))]
+    named = {o["name"]: o for o in options}
     return {"name": name, "kind": "text" if takes_text else "class" if class_names else "unconditional",
-            "family": cfg["family"], "image_size": size, "sizes": sizes,
-            "samplers": list(SAMPLERS) if diffusion else [],
-            "defaults": {"steps": c.steps, "guidance": c.guidance, "sampler": c.sampler} if diffusion else
-                        {"steps": None, "guidance": None, "sampler": None},
+            "family": cfg["family"], "image_size": facts.image_size, "sizes": sizes(facts),
+            "samplers": list(named["sampler"]["choices"]) if "sampler" in named else [],
+            "defaults": {k: named[k]["default"] if k in named else None for k in ("steps", "guidance", "sampler")},
+            "options": options,
             "class_names": class_names,
             "supports": {"img2img": diffusion, "inpaint": diffusion, "variations": True, "interpolation": True,
                          "best_of": scorer and takes_text, "grid": True},

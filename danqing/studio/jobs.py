@@ -259,7 +259,7 @@ class Runner:
 
     def _plan(self, req: dict[str, Any], entry: dict[str, Any]) -> list[int]:
         """Expected sampler steps of each pipeline call of the job (1 for a one-pass GAN or VAE)."""
-        steps = req["steps"] or entry["defaults"]["steps"] or 1
+        steps = _options(req).get("steps") or entry["defaults"]["steps"] or 1
         if req["type"] != "grid":
             return [steps]
         cells = []
@@ -301,11 +301,10 @@ class Runner:
             return img.copy()
 
     def _paint(self, job_id: str, req: dict[str, Any], pipe: pl.Pipeline, progress: _Progress) -> list[Image.Image]:
-        kw: dict[str, Any] = {"steps": req["steps"], "guidance": req["guidance"], "sampler": req["sampler"],
-                              "size": req["size"], "bf16": self.bf16}
+        kw: dict[str, Any] = {**_options(req), "size": req["size"], "bf16": self.bf16}
         init = self._upload(req["init_image"])
         if init is not None:
-            kw.update(init_image=init, strength=req["strength"])
+            kw.update(init_image=init)
             if req["mask"] is not None:
                 kw["mask"] = self._upload(req["mask"])
         t, prompt, negative, seed = req["type"], req["prompt"], req["negative_prompt"], req["seed"]
@@ -402,3 +401,12 @@ class _Progress:
                 pass
         live.update(step=step, steps=total, eta_s=eta)
         r._live[self.job_id] = live
+
+
+def _options(req: dict[str, Any]) -> dict[str, Any]:
+    """The model options of a stored job (jobs queued before options were recorded name the A1111 ones)."""
+    if req.get("options") is not None:
+        return dict(req["options"])
+    legacy = {"steps": req["steps"], "guidance": req["guidance"], "sampler": req["sampler"],
+              "strength": req["strength"] if req["init_image"] is not None else None}
+    return {k: v for k, v in legacy.items() if v is not None}

@@ -92,6 +92,9 @@ class JobRequest(BaseModel):
                               "style (gatys): L-BFGS iterations (1-500, default 100)")
     guidance: float | None = Field(None, ge=0, le=30)
     sampler: str | None = Field(None, max_length=40)
+    options: dict[Annotated[str, Field(max_length=40)], str | int | float | bool] | None = Field(
+        None, max_length=32, description="the model's own sampling options by name (GET /api/models lists them "
+                                         "with their limits); steps, guidance, sampler may also be given above")
     size: int | None = Field(None, ge=1, le=4096)
     best_of: int = Field(1, ge=1, le=16)
     init_image: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id (style: the content)")
@@ -173,6 +176,7 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
         for p in ("steps", "guidance"):
             if p in varied:
                 raise Invalid(p, f"{name} is a {model['family']} model: it takes no {p}")
+    options = _options(req, model)
     prompts = varied.get("prompt", [req.prompt])
     if kind == "text":
         if any(not p.strip() for p in prompts):
@@ -201,7 +205,29 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
         out["seed"] = secrets.randbelow(2**31)
     if not model["samplers"]:                      # a GAN or VAE: one pass, no sampler settings
         out["steps"] = out["guidance"] = out["sampler"] = None
+    out["options"] = options
     return out
+
+
+def _options(req: JobRequest, model: dict[str, Any]) -> dict[str, Any]:
+    """The model's options the job paints with: ``options`` checked against the model's list, and the top-level
+    steps, guidance and sampler (and strength, with an input picture) for a model that has them."""
+    from ..options import OptionError, OptionInfo, check_value
+
+    infos = {o["name"]: OptionInfo(**{**o, "choices": None if o["choices"] is None else tuple(o["choices"])})
+             for o in model.get("options", [])}
+    legacy = {"steps": req.steps, "guidance": req.guidance, "sampler": req.sampler,
+              "strength": req.strength if req.init_image is not None else None}
+    chosen = {k: v for k, v in legacy.items() if v is not None and k in infos}
+    for name, value in (req.options or {}).items():
+        if name not in infos:
+            raise Invalid("options", f"{name} is not an option of {model['name']} (its options: "
+                                     f"{', '.join(infos) or 'none'})")
+        chosen[name] = value
+    try:
+        return {k: check_value(infos[k], v) for k, v in chosen.items()}
+    except OptionError as e:
+        raise Invalid("options", str(e)) from None
 
 
 def check_style(req: JobRequest, upload: Callable[[str], dict | None], image: Callable[[str], dict | None],

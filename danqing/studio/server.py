@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import mimetypes
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -23,8 +24,8 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel
 
-from .. import __version__
 from ..pipeline import PipelineError
+from ..version import __version__
 from . import schema
 from .catalog import Catalog
 from .jobs import QueueFull, Runner
@@ -32,6 +33,8 @@ from .pngparams import parameters_from_png
 from .store import FINAL, Store, new_id
 
 STATIC = Path(__file__).parent / "static"
+# The page is ES modules, which browsers refuse unless served as JavaScript; some systems map .js to text/plain.
+mimetypes.add_type("text/javascript", ".js")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16 * 1024 * 1024
 UPLOAD_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP"]

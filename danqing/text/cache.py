@@ -34,9 +34,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..data.cache import progress_bar
-from ..data.sources import cache_root
+from ..data.base import cache_root
 from ..fileio import atomic_write, fsync_file, temp_beside
+from ..progress import counting_bar
 from ..protocol import Cond
 from .encoder import TextEncoder, _checked_prompts
 
@@ -189,7 +189,7 @@ class EmbeddingCache:
         return self._gather(store, captions)
 
     def _encode(self, store: _Store, captions: list[str], encoder: TextEncoder) -> None:
-        with progress_bar(len(captions), self.progress and len(captions) > PROGRESS_MIN_CAPTIONS,
+        with counting_bar(len(captions), self.progress and len(captions) > PROGRESS_MIN_CAPTIONS,
                           "encoding captions") as advance:
             for start in range(0, len(captions), SHARD_SIZE):
                 part = captions[start:start + SHARD_SIZE]

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..protocol import Cond
+from ..protocol import Cond, TextSpec
 
 ENV_VAR = "DANQING_TEXT_ENCODER"
 HUB_REPO = "sentence-transformers/all-MiniLM-L6-v2"
@@ -316,3 +316,8 @@ def _checked_prompts(prompts: Sequence[str]) -> list[str]:
     if bad:
         raise TypeError(f"prompts must be strings, got {bad[0]}")
     return prompts
+
+
+def text_encoder_for(text: TextSpec) -> TextEncoder:
+    """The frozen encoder a model's text conditioning names ("minilm" or "": the offline MiniLM; else a folder)."""
+    return TextEncoder(None if text.encoder in ("", "minilm") else text.encoder, max_tokens=text.tokens)

@@ -1,0 +1,228 @@
+"""The one generation path: a request (prompt or class, optional input picture and mask, seeds, the family's
+options) in, pictures out.
+
+``danqing paint``, ``danqing sample``, the studio and ``danqing eval`` reach it through ``danqing.pipeline``;
+the trainer's sample grids and quality checks call it directly with the caption states of their cache.  It
+asks the model's ``FamilySpec`` what the model can do (``Facts``, capabilities, ``Options``) and never
+probes the model.
+
+Picture i of a request is drawn from ``seeds[i]`` through a generator of its own (optionally mixed with
+``variation_seeds[i]``), so a picture does not depend on the batch it is painted in.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .options import OptionError, resolve
+from .protocol import Cond, Denoises, Facts, FamilySpec, Generates, Translates, generators
+
+TextEncode = Callable[[list[str]], Cond]          # prompts -> text states (B, T, D), mask (B, T), pooled (B, D)
+MAX_SIZE_FACTOR = 4                               # a picture's side is at most this times the training size
+
+
+class PipelineError(ValueError):
+    """Bad input to the painter; the message says what to do."""
+
+
+@dataclass
+class Request:
+    """What to paint: one picture per seed."""
+
+    seeds: Sequence[int]
+    prompts: Sequence[str] | None = None       # per picture: its prompt (text model) or class name (class model)
+    labels: Sequence[int] | None = None        # per picture: a class id, instead of names
+    negative: str = ""                         # negative prompt (text models)
+    image: Tensor | None = None                # (1 or n, C, H, W) in [-1, 1]: the input picture
+    mask: Tensor | None = None                 # (1 or n, 1, H, W), 1 = paint, 0 = keep ``image``
+    size: int | None = None                    # the pictures' side (None: the training size)
+    options: Mapping[str, Any] = field(default_factory=dict)    # the family's options by name (absent: default)
+    variation_seeds: Sequence[int] = ()        # per picture, a second seed whose noise is mixed in ...
+    variation_strengths: Sequence[float] = ()  # ... by this much (0 = the seed's own noise)
+
+    def rows(self, sl: slice) -> Request:
+        """The pictures ``sl`` of this request."""
+        def part(t: Tensor | None) -> Tensor | None:
+            return t if t is None or len(t) == 1 else t[sl]
+        return Request(self.seeds[sl], None if self.prompts is None else self.prompts[sl],
+                       None if self.labels is None else self.labels[sl], self.negative, part(self.image),
+                       part(self.mask), self.size, self.options, self.variation_seeds[sl],
+                       self.variation_strengths[sl])
+
+
+class Painter:
+    """A model ready to paint requests: the spec's facts and options, class names, and a text encoder."""
+
+    def __init__(self, model: torch.nn.Module, spec: FamilySpec, *, class_names: Sequence[str] | None = None,
+                 encode_text: TextEncode | None = None, name: str = "this model"):
+        self.model, self.spec, self.name = model, spec, name
+        self.config = getattr(model, "config")
+        self.facts = spec.facts(self.config)
+        k = self.facts.num_classes
+        self.class_names = list(class_names or [str(i) for i in range(k)])[:k] if k else []
+        self._encode_text = encode_text
+        if not spec.paints:
+            raise PipelineError(f"{name} is a {spec.name} model, which does not paint")
+
+    @property
+    def takes_text(self) -> bool:
+        return self.facts.text is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- checks
+    def options(self, given: Mapping[str, Any]) -> Any:
+        """The family's Options: the model's defaults with ``given`` put in (PipelineError if one does not fit)."""
+        try:
+            return resolve(self.spec.Options, self.spec.default_options(self.config), given,
+                           model=f"the {self.spec.name} model {self.name}")
+        except OptionError as e:
+            raise PipelineError(str(e)) from None
+
+    def check_size(self, size: int) -> None:
+        f = self.facts
+        if not f.size_stride:
+            if size != f.image_size:
+                raise PipelineError(f"{self.name} paints {f.image_size}x{f.image_size} pictures only; leave the size "
+                                    f"out or give {f.image_size}")
+            return
+        top = MAX_SIZE_FACTOR * f.image_size
+        if size % f.size_stride or not f.size_stride <= size <= top:
+            raise PipelineError(f"size must be a multiple of {f.size_stride} between {f.size_stride} and {top} for "
+                                f"{self.name} (trained at {f.image_size}), got {size}")
+
+    def check_prompts(self, prompts: Sequence[str], negative: str = "") -> None:
+        if self.takes_text:
+            if any(not p.strip() for p in prompts):
+                raise PipelineError("the prompt is empty: describe the picture, e.g. \"a fox face, 3d style\"")
+            return
+        if negative:
+            raise PipelineError(f"the model {self.name} does not read text, so it takes no negative prompt")
+        for p in prompts:
+            if p and not self.class_names:
+                raise PipelineError(f"the model {self.name} is unconditional: leave the prompt empty")
+            if p and p not in self.class_names:
+                raise PipelineError(f"{self.name} paints the classes {', '.join(self.class_names)}; "
+                                    f"{p!r} is not one of them")
+
+    def prompts_for(self, prompt: str, n: int) -> list[str]:
+        """n pictures' prompts from one: a class model paints its classes in turn for an empty prompt."""
+        if not prompt and self.class_names:
+            return [self.class_names[i % len(self.class_names)] for i in range(n)]
+        return [prompt] * n
+
+    # ---------------------------------------------------------------- painting
+    def conditions(self, req: Request, n: int) -> tuple[Cond | None, Cond | None]:
+        """The Cond of the n pictures and of the negative prompt (text models only)."""
+        if req.labels is not None:
+            if not self.class_names:
+                raise PipelineError(f"the model {self.name} has no classes")
+            return Cond(labels=torch.as_tensor(list(req.labels), dtype=torch.long)), None
+        if req.prompts is None and self.takes_text:
+            return None, None                       # no prompt at all: the model's null text (unconditional)
+        prompts = list(req.prompts) if req.prompts is not None else [""] * n
+        self.check_prompts(prompts, req.negative)
+        if self.takes_text:
+            if self._encode_text is None:
+                raise PipelineError(f"{self.name} paints from text but no text encoder was given")
+            texts = self._encode_text(prompts + ([req.negative] * n if req.negative else []))
+            cond = Cond(text=texts.text[:n], text_mask=texts.text_mask[:n], pooled=texts.pooled[:n])
+            negative = None if not req.negative else \
+                Cond(text=texts.text[n:], text_mask=texts.text_mask[n:], pooled=texts.pooled[n:])
+            return cond, negative
+        if self.class_names:
+            return Cond(labels=torch.tensor([self.class_names.index(p) if p else i % len(self.class_names)
+                                             for i, p in enumerate(prompts)])), None
+        return None, None
+
+    def noise(self, req: Request, size: int | None) -> tuple[Tensor, list[torch.Generator]]:
+        """The starting noise of the request: each picture's seed, spherically mixed with its variation seed."""
+        if not isinstance(self.model, Generates):
+            raise PipelineError(f"{self.name} paints from an input picture, not from noise")
+        gens = generators(req.seeds, self.device)
+        z = self.model.noise(len(gens), gens, size)
+        if not req.variation_seeds:
+            return z, gens
+        if len(req.variation_seeds) != len(gens) or len(req.variation_strengths) != len(gens):
+            raise PipelineError("give one variation seed and one strength per picture")
+        if any(not 0 <= t <= 1 for t in req.variation_strengths):
+            raise PipelineError("variation strength must be in [0, 1]")
+        other = self.model.noise(len(gens), generators(req.variation_seeds, self.device), size)
+        return slerp(z, other, torch.tensor(list(req.variation_strengths), device=z.device)), gens
+
+    def __call__(self, req: Request, *, callback: Callable[..., None] | None = None, bf16: bool = False,
+                 batch_size: int | None = None) -> Tensor:
+        """The pictures of ``req``, (n, C, H, W) in [-1, 1], painted ``batch_size`` at a time (None: all at once)."""
+        n = len(req.seeds)
+        step = batch_size or max(1, n)
+        options = self.options(req.options)
+        size = req.size if req.size is not None else self.facts.image_size
+        self.check_size(size)
+        if (req.image is not None or req.mask is not None) and not (self.spec.can(Denoises)
+                                                                    or self.spec.can(Translates)):
+            raise PipelineError(f"image-to-image and inpainting need a diffusion model; {self.name} is not one")
+        if req.mask is not None and req.image is None:
+            raise PipelineError("inpainting paints into a picture: give the picture together with the mask")
+        with torch.no_grad():
+            return torch.cat([self._paint(req.rows(slice(i, i + step)), options, size, callback, bf16)
+                              for i in range(0, n, step)])
+
+    def _paint(self, req: Request, options: Any, size: int, callback: Callable[..., None] | None,
+               bf16: bool) -> Tensor:
+        """One batch.  Only the model runs under bf16 autocast: the prompts' states and the noise are the
+        fp32 ones whatever the precision."""
+        n = len(req.seeds)
+        cond, negative = self.conditions(req, n)
+        if req.image is not None:
+            cond = cond or Cond()
+            cond.image = req.image.expand(n, -1, -1, -1).to(self.device)
+            cond.mask = None if req.mask is None else req.mask.expand(n, -1, -1, -1).to(self.device)
+        cond = None if cond is None else cond.to(self.device)
+        model = self.model
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        if isinstance(model, Translates) and not isinstance(model, Generates):
+            if cond is None or cond.image is None:
+                raise PipelineError(f"{self.name} translates a picture: give the input picture")
+            with autocast:
+                return model.translate(cond, generator=generators(req.seeds, self.device), options=options)
+        noise, gens = self.noise(req, size)
+        with autocast:
+            if isinstance(model, Denoises):
+                return model.sample(n, cond, generator=gens, noise=noise, options=options,
+                                    negative=None if negative is None else negative.to(self.device),
+                                    callback=callback)
+            assert isinstance(model, Generates)
+            return model.sample(n, cond, generator=gens, noise=noise, options=options)
+
+
+def sizes(facts: Facts) -> list[int]:
+    """The picture sides worth offering for a model: its training size, or the multiples of its stride from
+    half to twice that size (``check_size`` accepts up to MAX_SIZE_FACTOR times)."""
+    size = facts.image_size
+    if not facts.size_stride:
+        return [size]
+    return [s for s in range(facts.size_stride, 2 * size + 1, facts.size_stride) if s >= size / 2]
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical interpolation of noise a and b (n, ...) by t (n,), per row: keeps the norm a Gaussian sample
+    has (a straight line between two would shrink it towards t = 0.5).  t = 0 gives a, t = 1 gives b."""
+    fa, fb = a.flatten(1).double(), b.flatten(1).double()
+    cos = (F.normalize(fa, dim=1) * F.normalize(fb, dim=1)).sum(1).clamp(-1, 1)
+    omega = torch.arccos(cos)[:, None]
+    so = torch.sin(omega)
+    t = t.double()[:, None]
+    near = so.abs() < 1e-6                                           # (anti)parallel: fall back to a straight line
+    wa = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / torch.where(near, 1, so))
+    wb = torch.where(near, t, torch.sin(t * omega) / torch.where(near, 1, so))
+    return (wa * fa + wb * fb).to(a.dtype).view_as(a)
+
+
+__all__ = ["Painter", "PipelineError", "Request", "sizes", "slerp"]

@@ -1,0 +1,60 @@
+// The REST API of docs/studio.md: requests, and its errors as readable messages.
+import {state} from './state.js';
+
+export class ApiError extends Error {
+  constructor(message, status) { super(message); this.status = status; }
+}
+
+function detailText(data) {
+  if (data === null || data === undefined) return '';
+  if (typeof data === 'string') return data.trim().slice(0, 400);
+  const d = data.detail ?? data.error ?? data.message;
+  if (typeof d === 'string') return d;
+  if (Array.isArray(d)) {
+    return d.map((e) => {
+      const loc = (e.loc || []).filter((x) => x !== 'body').join('.');
+      const msg = String(e.msg || JSON.stringify(e)).replace(/^Value error, /, '');
+      return (loc ? `${loc}: ` : '') + msg;
+    }).join('\n');
+  }
+  return d ? JSON.stringify(d) : '';
+}
+
+export async function api(path, {method = 'GET', json, form} = {}) {
+  const opts = {method, headers: {Accept: 'application/json'}};
+  if (json !== undefined) {
+    opts.headers['Content-Type'] = 'application/json';
+    opts.body = JSON.stringify(json);
+  } else if (form) {
+    opts.body = form;
+  }
+  let res;
+  try {
+    res = await fetch(path, opts);
+  } catch (e) {
+    throw new ApiError('Cannot reach the studio server: is `danqing studio` still running?', 0);
+  }
+  const text = await res.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
+  if (!res.ok) {
+    const detail = detailText(data);
+    if (res.status === 429) {
+      const after = res.headers.get('Retry-After');
+      const msg = `Queue full, retry in ${after || 'a few'} s`;
+      throw new ApiError(detail && !/queue/i.test(detail) ? `${msg} (${detail})` : msg, 429);
+    }
+    throw new ApiError(detail || `${res.status} ${res.statusText}`, res.status);
+  }
+  return data;
+}
+
+export const imageUrl = (id) => `/api/images/${encodeURIComponent(id)}`;
+
+export async function paramsOf(id) {
+  if (!state.params.has(id)) {
+    const data = await api(`${imageUrl(id)}/params`);
+    state.params.set(id, data && data.params && typeof data.params === 'object' ? data.params : data);
+  }
+  return state.params.get(id);
+}
