@@ -27,7 +27,7 @@ from pathlib import Path
 
 from danqing.config import DataConfig, TrainConfig
 from danqing.evaluate import evaluate
-from danqing.families import FAMILIES
+from danqing.families import spec
 from danqing.monitor import CollapseWarning
 from danqing.train import Run, train
 
@@ -35,9 +35,9 @@ EVAL_EVERY = 250
 
 
 def train_run(name: str, family: str, steps: int, out: Path, **model: object) -> None:
-    fam = FAMILIES[family]
-    cfg = dataclasses.replace(fam.PRESETS["digits"], **model)
-    tc = dataclasses.replace(TrainConfig(), **fam.TRAIN_DEFAULTS)
+    fam = spec(family)
+    cfg = dataclasses.replace(fam.presets["digits"], **model)
+    tc = dataclasses.replace(TrainConfig(), **fam.train_defaults)
     tc = dataclasses.replace(tc, steps=steps, sample_every=0, ckpt_every=1000, eval_every=EVAL_EVERY, eval_n=256)
     t0 = time.perf_counter()
     with warnings.catch_warnings():

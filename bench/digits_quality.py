@@ -24,7 +24,7 @@ import torch
 from danqing import checkpoint
 from danqing.config import DataConfig, TrainConfig
 from danqing.data import load_dataset
-from danqing.families import FAMILIES
+from danqing.families import spec
 from danqing.hardware import cpu_has_bf16
 from danqing.images import save_grid
 from danqing.metrics.judge import train_judge
@@ -46,8 +46,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)                                  # a benchmark is a program: its judge is reproducible
     out = Path(a.out or f"runs/bench-digits-{a.family}")
-    fam = FAMILIES[a.family]
-    cfg = fam.PRESETS["digits"]
+    fam = spec(a.family)
+    cfg = fam.presets["digits"]
 
     ds = load_dataset(DataConfig("digits", size=32, channels=1), progress=False)
     real = from_uint8(torch.from_numpy(np.array(ds.images)))
@@ -56,7 +56,7 @@ def main() -> None:
     print(f"judge: CNN trained on 80% of the real digits, held-out accuracy {acc:.1%} ({time.perf_counter() - t0:.0f} s)")
 
     if not a.resume:
-        tc = dataclasses.replace(TrainConfig(), **fam.TRAIN_DEFAULTS)
+        tc = dataclasses.replace(TrainConfig(), **fam.train_defaults)
         tc = dataclasses.replace(tc, steps=1_000_000, time_limit=a.minutes, sample_every=0, ckpt_every=1000)
         t0 = time.perf_counter()
         train(Run(a.family, cfg, DataConfig("digits", size=32, channels=1), tc, "digits"), out, progress=True)
@@ -65,7 +65,7 @@ def main() -> None:
     print(f"checkpoint {checkpoint.resolve(out)} (step {meta['step']})")
 
     labels = torch.arange(a.n) % 10
-    kw = {"sampler": a.sampler, "steps": a.steps, "guidance": a.guidance} if a.family == "diffusion" else {}
+    kw = {"options": fam.Options(sampler=a.sampler, steps=a.steps, guidance=a.guidance)} if a.family == "diffusion" else {}
     with torch.autocast("cpu", torch.bfloat16, enabled=cpu_has_bf16()):
         x = torch.cat([model.sample(len(labels[i:i + 64]), Cond(labels=labels[i:i + 64]),
                                     generator=generators(range(i, min(i + 64, a.n))), **kw) for i in range(0, a.n, 64)])
@@ -92,9 +92,11 @@ def main() -> None:
         lab = Cond(labels=torch.arange(64) % 10)
         for bf16 in (False, True):
             with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-                model.sample(8, Cond(labels=lab.labels[:8]), generator=generators(range(8)), sampler="dpmpp2m", steps=4)
+                model.sample(8, lab.rows(slice(0, 8)), generator=generators(range(8)),
+                             options=fam.Options(sampler="dpmpp2m", steps=4))
                 t0 = time.perf_counter()
-                model.sample(64, lab, generator=generators(range(64)), sampler="dpmpp2m", steps=20, guidance=a.guidance)
+                model.sample(64, lab, generator=generators(range(64)),
+                             options=fam.Options(sampler="dpmpp2m", steps=20, guidance=a.guidance))
                 print(f"DPM++(2M) 20 steps, 64 images, guidance {a.guidance} ({'bf16' if bf16 else 'fp32'}): "
                       f"{time.perf_counter() - t0:.2f} s")
 

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import ConfigError, from_dict, to_dict
+from .config import ConfigError, to_dict
 from .fileio import atomic_write
 from .version import __version__
 

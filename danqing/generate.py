@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from .options import OptionError, resolve
-from .protocol import Cond, Denoises, Facts, FamilySpec, Generates, Translates, generators
+from .protocol import Cond, Denoises, Facts, FamilySpec, Generates, Trainable, Translates, generators
 
 TextEncode = Callable[[list[str]], Cond]          # prompts -> text states (B, T, D), mask (B, T), pooled (B, D)
 MAX_SIZE_FACTOR = 4                               # a picture's side is at most this times the training size
@@ -61,7 +61,7 @@ class Painter:
     def __init__(self, model: torch.nn.Module, spec: FamilySpec, *, class_names: Sequence[str] | None = None,
                  encode_text: TextEncode | None = None, name: str = "this model"):
         self.model, self.spec, self.name = model, spec, name
-        self.config = getattr(model, "config")
+        self.config = cast(Trainable, model).config
         self.facts = spec.facts(self.config)
         k = self.facts.num_classes
         self.class_names = list(class_names or [str(i) for i in range(k)])[:k] if k else []
@@ -133,10 +133,7 @@ class Painter:
             if self._encode_text is None:
                 raise PipelineError(f"{self.name} paints from text but no text encoder was given")
             texts = self._encode_text(prompts + ([req.negative] * n if req.negative else []))
-            cond = Cond(text=texts.text[:n], text_mask=texts.text_mask[:n], pooled=texts.pooled[:n])
-            negative = None if not req.negative else \
-                Cond(text=texts.text[n:], text_mask=texts.text_mask[n:], pooled=texts.pooled[n:])
-            return cond, negative
+            return texts.rows(slice(0, n)), texts.rows(slice(n, None)) if req.negative else None
         if self.class_names:
             return Cond(labels=torch.tensor([self.class_names.index(p) if p else i % len(self.class_names)
                                              for i, p in enumerate(prompts)])), None
@@ -144,17 +141,18 @@ class Painter:
 
     def noise(self, req: Request, size: int | None) -> tuple[Tensor, list[torch.Generator]]:
         """The starting noise of the request: each picture's seed, spherically mixed with its variation seed."""
-        if not isinstance(self.model, Generates):
+        if not self.spec.can(Generates):
             raise PipelineError(f"{self.name} paints from an input picture, not from noise")
+        model = cast(Generates, self.model)
         gens = generators(req.seeds, self.device)
-        z = self.model.noise(len(gens), gens, size)
+        z = model.noise(len(gens), gens, size)
         if not req.variation_seeds:
             return z, gens
         if len(req.variation_seeds) != len(gens) or len(req.variation_strengths) != len(gens):
             raise PipelineError("give one variation seed and one strength per picture")
         if any(not 0 <= t <= 1 for t in req.variation_strengths):
             raise PipelineError("variation strength must be in [0, 1]")
-        other = self.model.noise(len(gens), generators(req.variation_seeds, self.device), size)
+        other = model.noise(len(gens), generators(req.variation_seeds, self.device), size)
         return slerp(z, other, torch.tensor(list(req.variation_strengths), device=z.device)), gens
 
     def __call__(self, req: Request, *, callback: Callable[..., None] | None = None, bf16: bool = False,
@@ -185,21 +183,20 @@ class Painter:
             cond.image = req.image.expand(n, -1, -1, -1).to(self.device)
             cond.mask = None if req.mask is None else req.mask.expand(n, -1, -1, -1).to(self.device)
         cond = None if cond is None else cond.to(self.device)
-        model = self.model
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
-        if isinstance(model, Translates) and not isinstance(model, Generates):
+        if self.spec.can(Translates) and not self.spec.can(Generates):
             if cond is None or cond.image is None:
                 raise PipelineError(f"{self.name} translates a picture: give the input picture")
             with autocast:
-                return model.translate(cond, generator=generators(req.seeds, self.device), options=options)
+                return cast(Translates, self.model).translate(cond, generator=generators(req.seeds, self.device),
+                                                              options=options)
         noise, gens = self.noise(req, size)
         with autocast:
-            if isinstance(model, Denoises):
-                return model.sample(n, cond, generator=gens, noise=noise, options=options,
-                                    negative=None if negative is None else negative.to(self.device),
-                                    callback=callback)
-            assert isinstance(model, Generates)
-            return model.sample(n, cond, generator=gens, noise=noise, options=options)
+            if self.spec.can(Denoises):
+                return cast(Denoises, self.model).sample(
+                    n, cond, generator=gens, noise=noise, options=options,
+                    negative=None if negative is None else negative.to(self.device), callback=callback)
+            return cast(Generates, self.model).sample(n, cond, generator=gens, noise=noise, options=options)
 
 
 def sizes(facts: Facts) -> list[int]:

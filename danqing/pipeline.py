@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 import numpy as np
@@ -168,7 +168,7 @@ class Pipeline:
                                encode_text=self.encode_prompt, name=name)
 
     @cached_property
-    def scorer(self):
+    def scorer(self) -> Scores:
         """The prompt-consistency scorer best_of ranks candidates with (loaded on first use)."""
         try:
             folder = resolve_model(self.scorer_source, kind="scorer")
@@ -177,7 +177,7 @@ class Pipeline:
         model, cfg = ckpt.load(folder, device=self.device)
         if not family_spec(cfg["family"]).can(Scores):
             raise PipelineError(f"{self.scorer_source} is a {type(model).__name__}, not a prompt-consistency scorer")
-        return model.eval()
+        return cast(Scores, model.eval())
 
     @cached_property
     def text_encoder(self):
@@ -198,6 +198,7 @@ class Pipeline:
     def encode_prompt(self, prompts: list[str]) -> Cond:
         """Text states rounded to fp16, exactly as the training cache stored them."""
         cond = self.text_encoder.encode(prompts)
+        assert cond.text is not None and cond.pooled is not None
         return Cond(text=cond.text.half().float(), text_mask=cond.text_mask, pooled=cond.pooled.half().float())
 
     def __call__(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int | None = None,
@@ -249,9 +250,9 @@ class Pipeline:
 
     def preview(self, denoised: Tensor) -> list[Image.Image]:
         """Pictures of a sampler callback's current estimate (decoded from latents for latent models)."""
-        if not isinstance(self.model, Denoises):
+        if not self.spec.can(Denoises):
             raise PipelineError(f"{self.name} paints in one pass: it has no steps to preview")
-        return to_pil(self.model.preview(denoised))
+        return to_pil(cast(Denoises, self.model).preview(denoised))
 
     def score(self, images: list[Image.Image], prompt: str | list[str]) -> Tensor:
         """Prompt-consistency scores (N,) (cosine, higher = closer to the prompt) of pictures as saved (8-bit)."""

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ from .generate import Painter, Request
 from .hardware import pick_device, use_bf16
 from .optim import build_optimisers, ema_keys, ema_update, lr_at, run_phase, swap_in
 from .progress import Log, progress_bar
-from .protocol import Calibrates, DataInit, FamilySpec, FrozenEncoding, Phase
+from .protocol import Calibrates, DataInit, FamilySpec, FrozenEncoding, Phase, Trainable
 
 BEST = "best"                     # the folder that holds the best checkpoint by train.best
 
@@ -137,8 +137,9 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
     tc = run.train
     facts = fam.facts(run.model)
     weights = group_weights(ds.captions, tc.balance) if tc.balance else None
-    model = fam.Model(run.model).to(dev)
-    phases: list[Phase] = model.phases()
+    model: nn.Module = fam.Model(run.model).to(dev)
+    trainable = cast(Trainable, model)
+    phases: list[Phase] = trainable.phases()
     for sub, path in sorted(run.init_from.items()):      # "" (the whole model) first, then e.g. its autoencoder
         init_submodule(model, sub, path)
     # A family freezes a part of itself (e.g. its autoencoder) with requires_grad=False when it is built;
@@ -161,17 +162,17 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
     num_classes = facts.num_classes
     phrased = ds.variants is not None and tc.variants > 0
     embed = captioner(facts.text, ds, progress, variants=phrased)
-    posterior = posterior_cache(model, ds, dev, progress) if isinstance(model, FrozenEncoding) and \
-        tc.cache_posterior and not run.data.flip else None
+    posterior = posterior_cache(cast(FrozenEncoding, model), ds, dev, progress) \
+        if fam.can(FrozenEncoding) and tc.cache_posterior and not run.data.flip else None
     feed = Feed(ds, tc, run.data.flip, weights, posterior, embed, roles)
     painter = Painter(model, fam, class_names=ds.class_names, encode_text=embed, name=run.family) \
         if fam.paints else None
     grid_captions = None
     if embed is not None:                  # the grid shows the captions of evenly spaced training images
         grid_captions = [ds.captions[i] for i in torch.linspace(0, len(ds) - 1, tc.sample_n).long().tolist()]
-    if not resume and "" not in run.init_from and isinstance(model, DataInit):
+    if not resume and "" not in run.init_from and fam.can(DataInit):
         with torch.no_grad():              # data-dependent initialisation (e.g. ActNorm) from the first batch
-            model.initialize(feed.batch(0).to(dev))
+            cast(DataInit, model).initialize(feed.batch(0).to(dev))
             ema = {k: model.state_dict()[k].detach().float().clone() for k in ema}
     monitor = None
     if tc.eval_every and painter is not None:
@@ -191,17 +192,17 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
         if weights is not None:
             print(f"balanced: {len(ds)} pictures drawn as {round(weights.sum().item())} equally likely groups "
                   f"(--train.balance)")
-        if phrased:
+        if phrased and ds.variants is not None:
             have = sum(map(bool, ds.variants))
             print(f"caption variants: {have} of {len(ds)} pictures have other phrasings, each trained on one "
                   f"{tc.variants:.0%} of the time (--train.variants)")
 
     def save(at: int) -> Path:
         name = f"step-{at:07d}"
-        if isinstance(model, Calibrates):              # e.g. the autoencoder's measured latent scale
+        if fam.can(Calibrates):                        # e.g. the autoencoder's measured latent scale
             with swap_in(model, ema), torch.autocast(dev.type, enabled=False):
                 idx = torch.arange(min(len(ds), 1024)).numpy()
-                model.calibrate(ds.batch(idx).images.to(dev))
+                cast(Calibrates, model).calibrate(ds.batch(idx).images.to(dev))
         state = {"model": model.state_dict(), "optim": {m or "_": o.state_dict() for m, o in optims.items()},
                  "ema": ema, "step": at, "rng": torch.get_rng_state(), "data": feed.position(at)}
         if dev.type == "cuda":
@@ -233,7 +234,7 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
             carry: dict[str, Any] = {}                   # shared by the phases of this step only
             for ph in phases:
                 if step % ph.every == 0:
-                    logs.update(run_phase(model, ph, optims[ph.module], owned[ph.module], live, batch, lr,
+                    logs.update(run_phase(trainable, ph, optims[ph.module], owned[ph.module], live, batch, lr,
                                           tc.grad_clip, bf16, dev, step, carry))
             ema_update(ema, model, step, tc.ema_decay)
             step += 1
@@ -243,7 +244,7 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
             shown.update(logs)            # phases that did not run this step keep their last values
             checked = monitor is not None and step % tc.eval_every == 0
             checks: dict[str, float] = {}                 # logged on the step they were taken, not repeated
-            if checked:
+            if checked and monitor is not None and painter is not None:
                 with swap_in(model, ema):
                     checks = monitor(painter, bf16=bf16)
             if step % tc.log_every == 0 or step == tc.steps or checked:

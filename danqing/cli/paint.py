@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .common import UsageError
 
@@ -13,9 +14,9 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     """A flag for every option of every family's Options (``--steps``, ``--guidance`` ...): a new family's knobs
     appear here without editing the CLI.  Whether the chosen model has an option is checked when it is loaded."""
     from ..families import specs
-    from ..options import describe
+    from ..options import OptionInfo, describe
 
-    found: dict[str, tuple[object, list[str]]] = {}
+    found: dict[str, tuple[OptionInfo, list[str]]] = {}
     for fam in specs().values():
         for info in describe(fam.Options):
             found.setdefault(info.name, (info, []))[1].append(fam.name)
@@ -35,7 +36,7 @@ def _yes_no(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
-def chosen_options(args: argparse.Namespace) -> dict[str, object]:
+def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options given on the command line, by name."""
     return {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
 
