@@ -153,6 +153,10 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
         model.load_state_dict(state["model"])
         for m, opt in optims.items():
             opt.load_state_dict(state["optim"][m or "_"])
+        if set(state["ema"]) != set(ema):
+            raise ConfigError(f"--resume: the averaged weights in {out} name other layers than this danqing's "
+                              f"{run.family} model (written by an older version); continue from its weights with "
+                              f"--init {ckpt.resolve(out)} and a new --out")
         ema = {k: v.float() for k, v in state["ema"].items()}
         step, last = int(state["step"]), ckpt.resolve(out)
         torch.set_rng_state(state["rng"])

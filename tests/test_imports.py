@@ -198,3 +198,17 @@ if __name__ == "__main__":
         print("component:", ", ".join(component))
     for cycle in cycles(graph):
         print("  " + " -> ".join(cycle))
+
+
+def test_the_registry_loads_no_family_until_asked():
+    """Importing the registry imports no family module, and so not the scorer, style transfer or the studio;
+    asking for one family imports that family only."""
+    import subprocess
+    import sys
+    code = ("import sys, danqing.families as f\n"
+            "heavy = ('danqing.metrics', 'danqing.style', 'danqing.studio', 'danqing.families.')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+            "f.spec('dcgan')\n"
+            "print(sorted(m for m in sys.modules if m.startswith(heavy)))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "['danqing.families.dcgan']"]

@@ -23,9 +23,17 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
     kinds = {"int": int, "float": float, "str": str, "bool": _yes_no}
     for name, (info, families) in found.items():
         choices = f": {', '.join(info.choices)}" if info.choices else ""
+        bounds = [f"at least {info.min:g}" if info.min is not None else "",
+                  f"above {info.above:g}" if info.above is not None else "",
+                  f"at most {info.max:g}" if info.max is not None else ""]
+        span = (f", {info.min:g} to {info.max:g}" if info.min is not None and info.max is not None else
+                "".join(f", {b}" for b in bounds if b))
+        default = "the model's" if info.default is None else f"{info.default:g}" \
+            if isinstance(info.default, float) else str(info.default)
         parser.add_argument(f"--{name.replace('_', '-')}", dest=f"opt_{name}", type=kinds[info.type],
                             metavar=info.type.upper() if not info.choices else "NAME",
-                            help=f"{info.help}{choices} ({', '.join(sorted(set(families)))})")
+                            help=f"{info.help}{choices}{span}; default: {default} "
+                                 f"({', '.join(sorted(set(families)))})")
 
 
 def _yes_no(text: str) -> bool:

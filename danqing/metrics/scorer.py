@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.unet import groups
+from ..nn.blocks import ConvRes, groups, rename_old_res_keys
 from ..protocol import Batch, Cond, Facts, FamilySpec, Phase, Scores, TextSpec
 
 __all__ = ["PRESETS", "SPEC", "TRAIN_DEFAULTS", "Config", "Model", "Scorer", "retrieval_at"]
@@ -45,16 +45,6 @@ class Config:
     text_encoder: str = "minilm"
 
 
-class _Res(nn.Module):
-    def __init__(self, ch: int):
-        super().__init__()
-        self.n1, self.c1 = nn.GroupNorm(groups(ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
-        self.n2, self.c2 = nn.GroupNorm(groups(ch), ch), nn.Conv2d(ch, ch, 3, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.c2(F.silu(self.n2(self.c1(F.silu(self.n1(x))))))
-
-
 class Scorer(nn.Module):
     """Image encoder (B, 3, H, W) in [-1, 1] -> unit vectors (B, embed_dim); text head on pooled MiniLM vectors."""
 
@@ -65,13 +55,14 @@ class Scorer(nn.Module):
         for i, w in enumerate(c.widths):
             if i:
                 layers.append(nn.Conv2d(c.widths[i - 1], w, 3, stride=2, padding=1))
-            layers.append(_Res(w))
+            layers.append(ConvRes(w, w))
         layers += [nn.GroupNorm(groups(c.widths[-1]), c.widths[-1]), nn.SiLU()]
         self.image_net = nn.Sequential(*layers)
         self.image_proj = nn.Linear(c.widths[-1], c.embed_dim)
         self.text_proj = nn.Sequential(nn.Linear(c.text_dim, 2 * c.embed_dim), nn.GELU(),
                                        nn.Linear(2 * c.embed_dim, c.embed_dim))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))      # CLIP's initial temperature
+        self._register_load_state_dict_pre_hook(rename_old_res_keys)              # weights saved before ConvRes
 
     def embed_images(self, images: Tensor) -> Tensor:
         h = self.image_net(images).mean(dim=(2, 3))                  # (B, widths[-1])

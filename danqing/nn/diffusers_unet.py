@@ -18,7 +18,7 @@ import math
 
 from torch import Tensor, nn
 
-from .unet import groups
+from .blocks import groups
 
 
 class DiffusersUNet(nn.Module):

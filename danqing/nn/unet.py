@@ -14,10 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def groups(ch: int) -> int:
-    """GroupNorm groups: up to 32 as in ADM, at least 4 channels a group, dividing ch."""
-    return next(g for g in range(max(1, min(32, ch // 4)), 0, -1) if ch % g == 0)
+from .blocks import groups
 
 
 class NoiseEmbedding(nn.Module):
