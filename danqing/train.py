@@ -1,12 +1,14 @@
 """The one training loop, for every family.
 
-The loop knows nothing about GANs or diffusion: each step it runs the model's
-``phases()`` in order, each with the AdamW optimiser of the sub-module it
-names, under bf16 autocast when the hardware supports it.  Everything random
-is reproducible from ``train.seed``: the data order and flips are pure
-functions of (seed, step), and torch's RNG state (noise, dropout) is saved in
-every checkpoint, so a resumed run is bit-identical to an uninterrupted one
-on the CPU.  Torch's global RNG is forked for the run and restored after it.
+The loop knows nothing about GANs or diffusion: it asks the family's spec what
+the model can do, and each step it runs the model's ``phases()`` in order, each
+with the AdamW optimiser of the sub-module it names (set up as the phase's
+``Optim`` says), under bf16 autocast when the hardware supports it.  Everything
+random is reproducible from ``train.seed``: the data orders and flips of every
+data role are pure functions of (seed, step), and torch's RNG states (noise,
+dropout; CUDA's too when it is used) are saved in every checkpoint, so a
+resumed run is bit-identical to an uninterrupted one on the CPU.  Torch's
+global RNG is forked for the run and restored after it.
 """
 from __future__ import annotations
 
