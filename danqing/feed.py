@@ -11,12 +11,16 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from .config import ConfigError, TrainConfig
 from .protocol import Batch, Cond, DataRole, FrozenEncoding, TextSpec
+
+if TYPE_CHECKING:
+    from .data import ImageDataset
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int,
@@ -97,7 +101,7 @@ def captioner(text: TextSpec | None, ds, progress: bool, *, variants: bool = Fal
 CACHE_BYTES = 2 << 30      # the largest posterior cache kept in memory
 
 
-def posterior_cache(model: FrozenEncoding, ds, dev: torch.device, progress: bool, chunk: int = 16) -> Tensor | None:
+def posterior_cache(model: FrozenEncoding, ds: ImageDataset, dev: torch.device, progress: bool, chunk: int = 16) -> Tensor | None:
     """The output of a model's frozen encoder (``frozen_stats``) for every training image, (N, ...) on the CPU.
 
     A latent diffusion model otherwise runs its frozen autoencoder on every batch
@@ -117,8 +121,11 @@ def posterior_cache(model: FrozenEncoding, ds, dev: torch.device, progress: bool
             print(f"not caching the autoencoder's output ({size / 2**30:.1f} GiB): encoding every batch instead")
         return None
     start = time.perf_counter()
-    parts = [encode(ds.batch(range(i, min(i + chunk, len(ds)))).images.to(dev)).cpu()
-             for i in range(0, len(ds), chunk)]
+    parts = []
+    for i in range(0, len(ds), chunk):
+        stats = encode(ds.batch(range(i, min(i + chunk, len(ds)))).images.to(dev))
+        assert stats is not None                     # the first picture had some, so every one has
+        parts.append(stats.cpu())
     if progress:
         print(f"encoded the {len(ds)} pictures once with the frozen autoencoder in "
               f"{time.perf_counter() - start:.0f} s (--train.cache_posterior=false encodes every batch)")
@@ -131,17 +138,13 @@ class Feed:
     ``Batch.roles``, each other data set's (paired: the same pictures' other side, same flips; else an order
     of its own)."""
 
-    ds: object
+    ds: ImageDataset
     tc: TrainConfig
     flip: bool = False
     weights: Tensor | None = None
     posterior: Tensor | None = None
     embed: Callable[[list[str]], Cond] | None = None
-    roles: Mapping[str, tuple[DataRole, object]] = field(default_factory=dict)
-
-    @property
-    def phrased(self) -> bool:
-        return self.ds.variants is not None and self.tc.variants > 0
+    roles: Mapping[str, tuple[DataRole, ImageDataset]] = field(default_factory=dict)
 
     def batch(self, step: int) -> Batch:
         tc, ds = self.tc, self.ds
@@ -150,9 +153,10 @@ class Feed:
         batch = ds.batch(idx.numpy(), flip=flip)
         if self.posterior is not None:
             batch.posterior = self.posterior[idx]
-        if self.embed is not None:
-            batch.cond = self.embed(phrasings_at(step, idx.tolist(), ds.captions, ds.variants, tc.variants, tc.seed)
-                                    if self.phrased else batch.captions)
+        if self.embed is not None and ds.captions is not None:     # captioner() refuses data without captions
+            texts = phrasings_at(step, idx.tolist(), ds.captions, ds.variants, tc.variants, tc.seed) \
+                if ds.variants is not None and tc.variants > 0 else [ds.captions[i] for i in idx.tolist()]
+            batch.cond = self.embed(texts)
         for name, (role, data) in self.roles.items():
             if role.paired:
                 batch.roles[name] = data.batch(idx.numpy(), flip=flip)
