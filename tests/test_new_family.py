@@ -95,7 +95,22 @@ def test_a_family_in_one_file_lists_trains_paints_and_shows_in_the_studio(toy, c
     assert "steps does not apply to the toy model" in capsys.readouterr().err
 
     pytest.importorskip("fastapi")
-    from danqing.studio.catalog import Catalog
-    entry = next(e for e in Catalog(toy / "runs").models() if e["name"] == "toy")
-    assert entry["family"] == "toy" and [o["name"] for o in entry["options"]] == ["brightness"]
-    assert entry["options"][0]["min"] == -1.0 and entry["options"][0]["default"] == 0.0
+    pytest.importorskip("python_multipart")
+    from starlette.testclient import TestClient
+
+    from danqing.studio import create_app
+    app = create_app(toy / "data", runs_dir=toy / "runs", static_dir=toy / "static")
+    try:
+        client = TestClient(app)
+        entry = next(e for e in client.get("/api/models").json()["models"] if e["name"] == "toy")
+        assert entry["family"] == "toy" and [o["name"] for o in entry["options"]] == ["brightness"]
+        assert entry["options"][0]["min"] == -1.0 and entry["options"][0]["default"] == 0.0
+        # its option is a studio setting and a grid axis, checked against its limits
+        grid = {"type": "grid", "model": "toy", "seed": 3, "x": {"param": "brightness", "values": [0, 1]}}
+        assert client.post("/api/jobs", json={**grid, "x": {"param": "brightness", "values": [2]}}).status_code == 422
+        job = client.post("/api/jobs", json={**grid, "options": {"brightness": 0.5}})
+        assert job.status_code == 202, job.text
+        assert app.state.studio.runner.wait_idle(60)
+        assert client.get(f"/api/jobs/{job.json()['id']}").json()["state"] == "done"
+    finally:
+        app.state.studio.close()

@@ -21,7 +21,6 @@ MAX_STYLE_STEPS = 500
 STYLE_MIN_SIDE, STYLE_SIZES = 64, (64, 1024)          # style transfer: smallest picture side, output size range
 STYLE_SIZE, STYLE_STEPS = 512, 100                     # ... and its defaults
 JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style")
-AXES = ("prompt", "seed", "steps", "guidance", "sampler", "strength")
 UPLOAD_ID = r"^[0-9a-f]{32}$"              # also the shape of an image id: both are made by the store
 STYLE_FIELDS = ("content_image", "styles", "style_weights", "method", "alpha", "preserve_color")
 STYLE_TAKES = ("type", "model", "init_image", "size", "steps", *STYLE_FIELDS)
@@ -37,39 +36,36 @@ class Invalid(ValueError):
 
 
 def _axis_value(param: str, v: Any) -> Any:
-    """One value of a grid axis, converted and checked like the field it stands for."""
-    if param in ("prompt", "sampler"):
+    """One value of a grid axis: prompts are strings, seeds whole numbers; the model's options are checked
+    against the model in ``check`` (their limits come with it)."""
+    if param == "prompt":
         if not isinstance(v, str):
-            raise ValueError(f"{param} values must be strings, got {v!r}")
-        if len(v) > (MAX_PROMPT if param == "prompt" else 40):
-            raise ValueError(f"a {param} value is longer than {MAX_PROMPT if param == 'prompt' else 40} characters")
+            raise ValueError(f"prompt values must be strings, got {v!r}")
+        if len(v) > MAX_PROMPT:
+            raise ValueError(f"a prompt value is longer than {MAX_PROMPT} characters")
         return v
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-        raise ValueError(f"{param} values must be numbers, got {v!r}")   # noqa: TRY004 - pydantic wants ValueError
-    try:
-        num = float(v)
-    except ValueError:
-        raise ValueError(f"{param} values must be numbers, got {v!r}") from None
-    if param in ("seed", "steps"):
-        if not num.is_integer():
-            raise ValueError(f"{param} values must be whole numbers, got {v!r}")
-        lo, hi = (0, MAX_SEED) if param == "seed" else (1, MAX_STEPS)
-        if not lo <= num <= hi:
-            raise ValueError(f"{param} values must be between {lo} and {hi}, got {v!r}")
+    if isinstance(v, str) and len(v) > 40:
+        raise ValueError(f"a {param} value is longer than 40 characters")
+    if param == "seed":
+        if isinstance(v, bool):
+            raise ValueError(f"seed values must be whole numbers, got {v!r}")   # noqa: TRY004 - pydantic
+        try:
+            num = float(v)
+        except ValueError:
+            raise ValueError(f"seed values must be numbers, got {v!r}") from None
+        if not num.is_integer() or not 0 <= num <= MAX_SEED:
+            raise ValueError(f"seed values must be whole numbers between 0 and {MAX_SEED}, got {v!r}")
         return int(num)
-    if param == "guidance" and not 0 <= num <= 30:
-        raise ValueError(f"guidance values must be between 0 and 30, got {v!r}")
-    if param == "strength" and not 0 < num <= 1:
-        raise ValueError(f"strength values must be in (0, 1], got {v!r}")
-    return num
+    return v
 
 
 class Axis(BaseModel):
-    """One axis of a grid: the parameter it varies and its values (one column or row each)."""
+    """One axis of a grid: the parameter it varies (prompt, seed or one of the model's options) and its values
+    (one column or row each)."""
 
     model_config = ConfigDict(extra="forbid")
-    param: Literal["prompt", "seed", "steps", "guidance", "sampler", "strength"]
-    values: list[str | int | float] = Field(min_length=1, max_length=MAX_CELLS)
+    param: str = Field(min_length=1, max_length=40, pattern=r"^[a-z_][a-z0-9_]*$")
+    values: list[bool | int | float | str] = Field(min_length=1, max_length=MAX_CELLS)
 
     @model_validator(mode="after")
     def _convert(self) -> Axis:
@@ -163,19 +159,15 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
         raise Invalid("steps", f"steps must be less than or equal to {MAX_STEPS} (up to {MAX_STYLE_STEPS} is for "
                       "gatys style transfer)")
     name, kind, sup = model["name"], model["kind"], model["supports"]
-    axes = [a for a in (req.x, req.y) if a is not None]
-    varied = {a.param: a.values for a in axes}
+    axes = {k: a for k, a in (("x", req.x), ("y", req.y)) if a is not None}
+    converted = {k: _axis_values(k, a, model) for k, a in axes.items()}
+    varied = {a.param: converted[k] for k, a in axes.items()}
     if req.size is not None and req.size not in model["sizes"]:
         raise Invalid("size", f"{name} paints the sizes {', '.join(map(str, model['sizes']))}, not {req.size}")
-    for sampler in ([req.sampler] if req.sampler is not None else []) + varied.get("sampler", []):
-        if sampler not in model["samplers"]:
-            raise Invalid("sampler", f"unknown sampler {sampler!r} for {name}; choose one of "
-                          f"{', '.join(model['samplers'])}" if model["samplers"] else
-                          f"{name} is a {model['family']} model: it takes no sampler")
-    if not model["samplers"]:
-        for p in ("steps", "guidance"):
-            if p in varied:
-                raise Invalid(p, f"{name} is a {model['family']} model: it takes no {p}")
+    if req.sampler is not None and req.sampler not in model["samplers"]:
+        raise Invalid("sampler", f"unknown sampler {req.sampler!r} for {name}; choose one of "
+                      f"{', '.join(model['samplers'])}" if model["samplers"] else
+                      f"{name} is a {model['family']} model: it takes no sampler")
     options = _options(req, model)
     prompts = varied.get("prompt", [req.prompt])
     if kind == "text":
@@ -206,16 +198,49 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
     if not model["samplers"]:                      # a GAN or VAE: one pass, no sampler settings
         out["steps"] = out["guidance"] = out["sampler"] = None
     out["options"] = options
+    for k, values in converted.items():
+        out[k]["values"] = values
     return out
+
+
+def _axis_values(field: str, axis: Axis, model: dict[str, Any]) -> list[Any]:
+    """A grid axis's values checked like the option they vary (prompt and seed were checked already)."""
+    from ..options import OptionError, check_value
+
+    if axis.param in ("prompt", "seed"):
+        return list(axis.values)
+    infos = _option_infos(model)
+    if axis.param not in infos:
+        axes = ", ".join(["prompt", "seed", *infos])
+        raise Invalid(field, f"{model['name']} is a {model['family']} model: it takes no {axis.param} to vary; "
+                             f"a grid axis is one of {axes}")
+    info = infos[axis.param]
+    out = []
+    for v in axis.values:
+        if isinstance(v, str) and info.type in ("int", "float"):
+            try:
+                v = float(v)
+            except ValueError:
+                raise Invalid(field, f"{axis.param} values must be numbers, got {v!r}") from None
+        try:
+            out.append(check_value(info, v))
+        except OptionError as e:
+            raise Invalid(field, f"a {axis.param} value does not fit: {e}") from None
+    return out
+
+
+def _option_infos(model: dict[str, Any]) -> dict[str, Any]:
+    from ..options import OptionInfo
+    return {o["name"]: OptionInfo(**{**o, "choices": None if o["choices"] is None else tuple(o["choices"])})
+            for o in model.get("options", [])}
 
 
 def _options(req: JobRequest, model: dict[str, Any]) -> dict[str, Any]:
     """The model's options the job paints with: ``options`` checked against the model's list, and the top-level
     steps, guidance and sampler (and strength, with an input picture) for a model that has them."""
-    from ..options import OptionError, OptionInfo, check_value
+    from ..options import OptionError, check_value
 
-    infos = {o["name"]: OptionInfo(**{**o, "choices": None if o["choices"] is None else tuple(o["choices"])})
-             for o in model.get("options", [])}
+    infos = _option_infos(model)
     legacy = {"steps": req.steps, "guidance": req.guidance, "sampler": req.sampler,
               "strength": req.strength if req.init_image is not None else None}
     chosen = {k: v for k, v in legacy.items() if v is not None and k in infos}

@@ -3,7 +3,7 @@
 import {api} from './api.js';
 import {$, $$, el, fillSelect, icon, num, showError} from './dom.js';
 import {uploadMask} from './init-image.js';
-import {hasOption, optionOf, optionValues, renderOptions, takesOptions} from './options.js';
+import {hasOption, optionOf, optionsOf, optionValues, renderOptions, takesOptions} from './options.js';
 import {GRID_PARAMS, state} from './state.js';
 import {applyStyleInfo} from './transfer.js';
 
@@ -67,10 +67,11 @@ export function applyModel(keep) {
     tab.title = ok ? '' : `${m.name} cannot do this`;
   }
   if (state.mode !== 'txt2img' && !modes[state.mode]) setMode('txt2img');
-  const gridParams = GRID_PARAMS.filter((p) => {
+  // prompt and seed, then every option of the model (strength only where it takes an input picture)
+  const gridParams = [...GRID_PARAMS, ...optionsOf(m).map((o) => o.name), 'strength'].filter((p, i, all) => {
+    if (all.indexOf(p) !== i) return false;
     if (p === 'prompt') return kind !== 'unconditional';
-    if (['steps', 'guidance', 'sampler'].includes(p)) return hasOption(m, p);
-    if (p === 'strength') return modes.image;
+    if (p === 'strength') return modes.image && (!takesOptions(m) || m.options.some((o) => o.name === p));
     return true;
   });
   for (const [sel, fallback] of [['#grid-x-param', 'seed'], ['#grid-y-param', hasOption(m, 'guidance') ? 'guidance' : 'seed']]) {

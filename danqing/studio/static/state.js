@@ -1,7 +1,7 @@
 // What the page knows, shared by its modules.
 
 export const FINAL = new Set(['done', 'failed', 'cancelled']);
-export const GRID_PARAMS = ['prompt', 'seed', 'steps', 'guidance', 'sampler', 'strength'];
+export const GRID_PARAMS = ['prompt', 'seed'];            // grid axes every model has; its options follow
 export const HISTORY_PAGE = 24;
 export const MAX_STYLES = 4;
 
