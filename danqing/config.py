@@ -19,6 +19,9 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 
+MAX_SIDE = 8192                  # pictures are at most this many pixels a side (64 MP a channel)
+
+
 class ConfigError(ValueError):
     """A config value or override the user gave is wrong; the message says how to fix it."""
 
@@ -34,7 +37,7 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source must be a built-in name or a folder path")
-        _check(self.size >= 1, "data.size must be at least 1")
+        _check(1 <= self.size <= MAX_SIDE, f"data.size must be between 1 and {MAX_SIDE}, got {self.size}")
         _check(self.channels in (1, 3), f"data.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         _check(self.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {self.fit!r}")
         _check(self.max_pixels >= 1, "data.max_pixels must be at least 1")
@@ -127,6 +130,14 @@ def _coerce(tp: Any, value: Any, name: str) -> Any:
         if value not in args:
             raise ConfigError(f"{name} must be one of {list(args)}, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return [_coerce(args[0] if args else Any, v, name) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{name} must be an object, got {value!r}")
+        return {k: _coerce(args[1] if args else Any, v, f"{name}.{k}") for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {value!r}")

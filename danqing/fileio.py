@@ -42,3 +42,29 @@ def atomic_write(path: str | Path, content: bytes | Callable[[BinaryIO], object]
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+class UnwritableError(OSError):
+    """A folder danqing was asked to write into cannot be written; the message says which and why."""
+
+
+def check_writable(folder: str | Path, what: str = "the output folder") -> Path:
+    """Make sure files can be created in ``folder`` before any work is done, so that a run or a painting does
+    not fail at its end.  Nothing is left behind: the nearest folder that exists gets a probe file, removed at
+    once.  Raises UnwritableError with one line naming the folder."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UnwritableError(f"cannot write to {what} {folder}: {existing} is a file, not a folder; "
+                              "choose another one")
+    try:
+        probe = temp_beside(existing / "write-test")
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise UnwritableError(f"cannot write to {what} {folder}: {reason}; choose another one") from None
+    return folder

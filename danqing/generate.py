@@ -24,6 +24,7 @@ from .protocol import Cond, Denoises, Facts, FamilySpec, Generates, Trainable, T
 
 TextEncode = Callable[[list[str]], Cond]          # prompts -> text states (B, T, D), mask (B, T), pooled (B, D)
 MAX_SIZE_FACTOR = 4                               # a picture's side is at most this times the training size
+MAX_OUTPUT_BYTES = 2 << 30                        # the pictures one call returns, as float32, at most
 
 
 class PipelineError(ValueError):
@@ -87,16 +88,18 @@ class Painter:
             raise PipelineError(str(e)) from None
 
     def check_size(self, size: int) -> None:
-        f = self.facts
-        if not f.size_stride:
-            if size != f.image_size:
-                raise PipelineError(f"{self.name} paints {f.image_size}x{f.image_size} pictures only; leave the size "
-                                    f"out or give {f.image_size}")
-            return
-        top = MAX_SIZE_FACTOR * f.image_size
-        if size % f.size_stride or not f.size_stride <= size <= top:
-            raise PipelineError(f"size must be a multiple of {f.size_stride} between {f.size_stride} and {top} for "
-                                f"{self.name} (trained at {f.image_size}), got {size}")
+        check_size(self.facts, size, self.name)
+
+    def check_count(self, n: int, size: int | None = None) -> None:
+        """n pictures in one call: at least one, and few enough that they fit in memory at once (checked
+        before anything is allocated for them)."""
+        side = self.facts.image_size if size is None else size
+        each = self.facts.image_channels * side * side * 4
+        if n < 1:
+            raise PipelineError(f"paint at least 1 picture, got {n}")
+        if n * each > MAX_OUTPUT_BYTES:
+            raise PipelineError(f"{n} pictures of {side}x{side} would need {n * each / 2**30:.1f} GiB of memory at "
+                                f"once; paint at most {MAX_OUTPUT_BYTES // each} at a time")
 
     def check_prompts(self, prompts: Sequence[str], negative: str = "") -> None:
         if self.takes_text:
@@ -163,6 +166,7 @@ class Painter:
         options = self.options(req.options)
         size = req.size if req.size is not None else self.facts.image_size
         self.check_size(size)
+        self.check_count(n, size)
         if (req.image is not None or req.mask is not None) and not (self.spec.can(Denoises)
                                                                     or self.spec.can(Translates)):
             raise PipelineError(f"image-to-image and inpainting need a diffusion model; {self.name} is not one")
@@ -199,6 +203,23 @@ class Painter:
             return cast(Generates, self.model).sample(n, cond, generator=gens, noise=noise, options=options)
 
 
+def check_size(facts: Facts, size: int, name: str = "this model") -> None:
+    """A picture side the model can paint: its training size, or a multiple of its stride up to
+    MAX_SIZE_FACTOR times the training size."""
+    f = facts
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise PipelineError(f"size must be a whole number of pixels, got {size!r}")
+    if not f.size_stride:
+        if size != f.image_size:
+            raise PipelineError(f"{name} paints {f.image_size}x{f.image_size} pictures only; leave the size "
+                                f"out or give {f.image_size}")
+        return
+    top = MAX_SIZE_FACTOR * f.image_size
+    if size % f.size_stride or not f.size_stride <= size <= top:
+        raise PipelineError(f"size must be a multiple of {f.size_stride} between {f.size_stride} and {top} for "
+                            f"{name} (trained at {f.image_size}), got {size}")
+
+
 def sizes(facts: Facts) -> list[int]:
     """The picture sides worth offering for a model: its training size, or the multiples of its stride from
     half to twice that size (``check_size`` accepts up to MAX_SIZE_FACTOR times)."""
@@ -222,4 +243,4 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return (wa * fa + wb * fb).to(a.dtype).view_as(a)
 
 
-__all__ = ["Painter", "PipelineError", "Request", "sizes", "slerp"]
+__all__ = ["Painter", "PipelineError", "Request", "check_size", "sizes", "slerp"]

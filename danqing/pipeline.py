@@ -29,14 +29,17 @@ from torch import Tensor
 
 from .version import __version__
 from . import checkpoint as ckpt
+from .config import ConfigError, from_dict
 from .families import spec as family_spec
-from .generate import Painter, PipelineError, Request, slerp
+from .generate import Painter, PipelineError, Request, check_size, slerp
+from .options import OptionError
+from .options import resolve as resolve_options
 from .images import save_with_params, to_pil
 from .pixels import from_uint8
 from .protocol import Cond, Denoises, FamilySpec, Scores
 
 WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
-LIMITS = {"n": (1, 16), "best_of": (1, 16)}
+LIMITS = {"n": (1, 16), "best_of": (1, 16), "frames": (2, 16)}
 SCORER = "emoji-scorer"                              # the bundled prompt-consistency scorer used by best_of
 A1111 = ("sampler", "steps", "guidance", "strength")  # options that A1111's parameters text names
 
@@ -97,6 +100,15 @@ class Params:
         return {k: v for k, v in legacy.items() if k in names}
 
 
+def _check_count(name: str, value: object, limits: tuple[int, int]) -> None:
+    """A count the caller gave: a whole number within ``limits`` (checked before anything is built from it)."""
+    lo, hi = limits
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PipelineError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise PipelineError(f"{name} must be between {lo} and {hi}, got {value}")
+
+
 def read_parameters(path: str | Path) -> Params:
     """The parameters stored in a PNG written by danqing."""
     try:
@@ -107,12 +119,21 @@ def read_parameters(path: str | Path) -> Params:
     if not text:
         raise PipelineError(f"{path} carries no danqing parameters (it was not painted by danqing, or its "
                             "metadata was stripped)")
-    data = json.loads(text)
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise PipelineError(f"{path}'s danqing parameters are not valid JSON ({type(e).__name__}); the PNG's "
+                            "metadata was edited or damaged") from None
     if data.get("kind", "paint") != "paint":
         raise PipelineError(f"{path} was made by `danqing {data['kind']}`, not painted: repeat it with that command "
                             "(its parameters are in the PNG's `danqing` chunk)")
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}'s danqing parameters are not an object; the PNG's metadata was edited")
     known = set(Params.__dataclass_fields__)
-    return Params(**{k: v for k, v in data.items() if k in known})
+    try:
+        return from_dict(Params, {k: v for k, v in data.items() if k in known}, where="the PNG's ")
+    except ConfigError as e:
+        raise PipelineError(f"{path}: {e} (its parameters were edited)") from None
 
 
 def _sha(path: Path) -> str:
@@ -213,6 +234,8 @@ class Pipeline:
         ``prompt`` is text for a text model, a class name for a class-conditional one (empty: the classes in
         turn), and empty for an unconditional one.  ``options`` are the family's own (diffusion: ``steps``,
         ``guidance``, ``sampler``, ``strength``; see ``danqing models``); None keeps the model's default."""
+        _check_count("n", n, LIMITS["n"])
+        _check_count("best_of", best_of, LIMITS["best_of"])
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, best_of, options)
         count = n * best_of
         seeds = list(range(p.seed, p.seed + count))
@@ -235,6 +258,7 @@ class Pipeline:
                    mask: Image.Image | None = None, callback=None, size: int | None = None, bf16: str = "auto",
                    **options: Any) -> list[Image.Image]:
         """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n."""
+        _check_count("n", n, LIMITS["n"])
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         self._batch(p, [p.seed] * n, [p.seed + 1 + k for k in range(n)], [variation_strength] * n)
         return self._paint(p, init_image, mask, callback)
@@ -243,6 +267,7 @@ class Pipeline:
                     seed_b: int, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                     callback=None, size: int | None = None, bf16: str = "auto", **options: Any) -> list[Image.Image]:
         """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included)."""
+        _check_count("frames", frames, LIMITS["frames"])
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         ts = [k / max(1, frames - 1) for k in range(frames)]
         self._batch(p, [p.seed] * frames, [int(seed_b)] * frames, ts)
@@ -287,7 +312,8 @@ class Pipeline:
                   "strength": chosen.get("strength", 1.0) if init_image is not None else 1.0}
         return Params(prompt=prompt, negative_prompt=negative_prompt,
                       seed=secrets.randbelow(2**31) if seed is None else int(seed), options=chosen, **legacy,
-                      size=size or self.painter.facts.image_size, model=self.name, weights=self.weights,
+                      size=self.painter.facts.image_size if size is None else size, model=self.name,
+                      weights=self.weights,
                       init_image=init_image is not None, mask=mask is not None, best_of=best_of,
                       precision="bf16" if use_bf16(bf16, self.device) else "fp32")
 
@@ -299,10 +325,8 @@ class Pipeline:
 
     def _check(self, p: Params, count: int) -> None:
         """Refuse bad parameters for painting ``count`` images (n pictures x best_of candidates)."""
-        for key, value in (("n", count // p.best_of), ("best_of", p.best_of)):
-            lo, hi = LIMITS[key]
-            if not lo <= value <= hi:
-                raise PipelineError(f"{key} must be between {lo:g} and {hi:g}, got {value:g}")
+        _check_count("best_of", p.best_of, LIMITS["best_of"])
+        _check_count("n", count // p.best_of, LIMITS["n"])
         self.painter.check_prompts([p.prompt], p.negative_prompt)
         self.painter.check_size(p.size)
         if len(p.batch_variation_seeds) not in (0, count) or len(p.batch_strengths) != len(p.batch_variation_seeds):
@@ -345,6 +369,28 @@ class Pipeline:
         return save_with_params(img, path)
 
 
+def precheck(name_or_path: str | Path, *, n: int = 1, best_of: int = 1, size: int | None = None,
+             options: dict[str, Any] | None = None) -> None:
+    """Refuse a painting request that cannot succeed before the model's weights are loaded: its counts, size
+    and options against the family and config the model's folder names (the same checks ``__call__`` makes)."""
+    _check_count("n", n, LIMITS["n"])
+    _check_count("best_of", best_of, LIMITS["best_of"])
+    folder = resolve_model(name_or_path)
+    cfg = ckpt.read_config(folder)
+    fam = family_spec(cfg["family"])
+    try:
+        config = fam.config_from(cfg["model"])
+    except ConfigError as e:
+        raise PipelineError(f"{folder}: {e}") from None
+    name = Path(name_or_path).name
+    if size is not None:
+        check_size(fam.facts(config), size, name)
+    try:
+        resolve_options(fam.Options, fam.default_options(config), options or {}, model=f"the {fam.name} model {name}")
+    except OptionError as e:
+        raise PipelineError(str(e)) from None
+
+
 def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu",
          scorer: str | Path = SCORER) -> Pipeline:
     """A bundled model by name, or a run/checkpoint folder, ready to paint.
@@ -369,5 +415,5 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
     return [folder / f"{i:04d}.png" for i in range(start, start + n)]
 
 
-__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "read_parameters", "resolve_model",
-           "slerp"]
+__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "precheck", "read_parameters",
+           "resolve_model", "slerp"]

@@ -27,7 +27,9 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from .config import ConfigError, DataConfig, TrainConfig, to_dict
 from .families import spec as family_spec
+from .estimate import check_training
 from .feed import Feed, captioner, group_weights, posterior_cache
+from .fileio import check_writable
 from .generate import Painter, Request
 from .hardware import pick_device, use_bf16
 from .optim import build_optimisers, ema_keys, ema_update, lr_at, run_phase, swap_in
@@ -71,7 +73,7 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
     ``resume=True`` continues from ``out``'s latest checkpoint; the model, data
     and seed must match, while steps and time limit may change.
     """
-    from .data import load_dataset
+    from .data import load_dataset, write_skipped
 
     out = Path(out)
     dev = pick_device(device)
@@ -84,6 +86,8 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
         _check_same_run(json.loads((out / "config.json").read_text()), run)
 
     fam = family_spec(run.family)
+    check_training(fam, run.model, run.train.batch_size)     # before anything is allocated for it
+    check_writable(out, "the run folder")          # before the data is read and the model is built
     ds = load_dataset(run.data, progress=progress)
     roles = _role_data(fam, run, len(ds), progress)
     num_classes = fam.facts(run.model).num_classes
@@ -97,7 +101,11 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
         raise ConfigError(f"--train.balance groups pictures by caption, but {run.data.source} has no captions; "
                           "add a metadata.jsonl or .txt captions, or leave --train.balance out")
     out.mkdir(parents=True, exist_ok=True)
+    ckpt.clean_stale(out)                                 # what killed writes left behind (see STALE_AFTER)
     (out / "config.json").write_text(json.dumps(run.to_json(), indent=2) + "\n")
+    write_skipped(ds, out)                         # every file the data left out, by name and reason
+    for name, (_, data) in roles.items():
+        write_skipped(data, out, f"skipped-{name}.txt")
     if run.train.threads:
         torch.set_num_threads(run.train.threads)
     # Denormal floats (from tiny early gradients of zero-initialised layers) are up to 100x slower on CPUs.
@@ -137,6 +145,7 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
     from .images import save_grid
 
     tc = run.train
+    begun = time.perf_counter()                    # --minutes counts from here, encoding the data included
     facts = fam.facts(run.model)
     weights = group_weights(ds.captions, tc.balance) if tc.balance else None
     model: nn.Module = fam.Model(run.model).to(dev)
@@ -259,12 +268,14 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
                 bar.update(step, shown)
             if on_step is not None:
                 on_step(step, logs)
-            timeout = bool(tc.time_limit) and time.perf_counter() - start > tc.time_limit * 60
-            if painter is not None and ((tc.sample_every and step % tc.sample_every == 0)
-                                        or step == tc.steps or timeout):
-                grid(step)
+            timeout = bool(tc.time_limit) and time.perf_counter() - begun > tc.time_limit * 60
+            final = step == tc.steps or timeout
             improved = checked and tc.best and checks[f"eval/{tc.best}"] < best
-            if (tc.ckpt_every and step % tc.ckpt_every == 0) or step == tc.steps or timeout or improved:
+            if final:                     # the last checkpoint before the last grid: a crash drawing it loses nothing
+                last = save(step)
+            if painter is not None and ((tc.sample_every and step % tc.sample_every == 0) or final):
+                grid(step)
+            if not final and ((tc.ckpt_every and step % tc.ckpt_every == 0) or improved):
                 last = save(step)
             if improved:
                 best = checks[f"eval/{tc.best}"]
@@ -295,6 +306,7 @@ def _keep_as_best(checkpoint: Path, out: Path, meta: dict[str, float]) -> None:
         if (checkpoint / f).is_file():
             shutil.copy2(checkpoint / f, tmp / f)
     (tmp / "best.json").write_text(json.dumps(meta) + "\n")
+    ckpt.seal(tmp)                                   # its own manifest: the copy proves itself like the original
     old = out / f".{BEST}.old"
     shutil.rmtree(old, ignore_errors=True)
     if (out / BEST).exists():

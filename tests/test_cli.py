@@ -172,7 +172,7 @@ def test_export_is_weights_only_fp16_and_loads(trained, tmp_path, capsys):
     code, out, _ = run(capsys, "export", str(trained / "dcgan"), "-o", str(tmp_path / "shipped"))
     assert code == 0 and "fp16" in out
     files = {p.name for p in (tmp_path / "shipped").iterdir()}
-    assert files == {"config.json", "model.safetensors"}
+    assert files == {"config.json", "model.safetensors", "manifest.json"}
     weights = load_file(str(tmp_path / "shipped" / "model.safetensors"))
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
     model, cfg = ckpt.load(tmp_path / "shipped")

@@ -50,7 +50,8 @@ class TwoPlayers(nn.Module):
             out = self.a.weight.square().sum()
         else:
             out = (self.b(x) - self.shift).square().mean()
-        TwoPlayers.calls.append((step, phase, dict(carry), sorted(batch.roles)))
+        if x.device.type != "meta":                   # not the memory estimate's dry run
+            TwoPlayers.calls.append((step, phase, dict(carry), sorted(batch.roles)))
         return {"loss": out}
 
     def initialize(self, batch):

@@ -310,3 +310,14 @@ def test_trainer_draws_caption_variants(tmp_path, tiny_text_encoder, monkeypatch
         assert all(t.startswith("thing ") for t in asked[-1]), "the sample grid shows captions"
     assert all(t.startswith("thing ") for texts in seen[0.0] for t in texts)
     assert not any(t.startswith("thing ") for texts in seen[1.0] for t in texts)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_preset_is_estimated_without_allocating(name):
+    """Every preset builds on the meta device and passes the memory check it is trained under; the parameter
+    count matches the real model's (the tiny one, built for real)."""
+    from danqing.estimate import check_training, cost
+    fam = spec(name)
+    for c in fam.presets.values():
+        check_training(fam, c, 1)
+    assert cost(fam, fam.presets["tiny"]).params == sum(p.numel() for p in tiny(name).parameters())

@@ -313,12 +313,17 @@ def test_nothing_outside_the_data_dir_is_served(client, tmp_path):
     assert "<h1>" in client.get("/").text
 
 
-def test_cli_warns_when_serving_beyond_loopback(monkeypatch, capsys, tmp_path):
+def test_cli_refuses_to_serve_beyond_loopback_without_a_token(monkeypatch, capsys, tmp_path):
     import uvicorn
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw) or app.state.studio.close())
+    monkeypatch.delenv("DANQING_STUDIO_TOKEN", raising=False)
     base = ["studio", "--data-dir", str(tmp_path / "d"), "--runs", str(tmp_path / "runs"), "--port", "9"]
     assert main(base) == 0 and calls[-1]["host"] == "127.0.0.1" and calls[-1]["workers"] == 1
     assert "warning" not in capsys.readouterr().err
-    assert main([*base, "--host", "0.0.0.0"]) == 0 and "warning: serving on 0.0.0.0" in capsys.readouterr().err
+    assert main([*base, "--host", "0.0.0.0"]) == 2 and len(calls) == 1
+    err = capsys.readouterr().err
+    assert "pass --token" in err and len(err.strip().splitlines()) == 1
+    assert main([*base, "--host", "0.0.0.0", "--token", "s3cret-token"]) == 0 and calls[-1]["host"] == "0.0.0.0"
+    assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     assert main([*base, "--queue", "0"]) == 2

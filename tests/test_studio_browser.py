@@ -9,22 +9,16 @@ import itertools
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_support import SKIP, browser, free_port, serve  # noqa: F401 - browser is a fixture
 from tiny_models import train_tiny
 
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no chromium at {CHROMIUM} (Debian package "
-                                "`chromium`; `make install` installs it where it may)")
+pytestmark = SKIP
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the `browser` extra)")
 uvicorn = pytest.importorskip("uvicorn", reason="uvicorn is not installed (the `studio` extra)")
 pytest.importorskip("fastapi", reason="fastapi is not installed (the `studio` extra)")
@@ -45,28 +39,11 @@ def studio(tmp_path_factory, tiny_text_encoder):
     runs = tmp_path_factory.mktemp("runs")
     train_tiny(runs, "ae", "t2i")
     app = create_app(data_dir=tmp_path_factory.mktemp("studio-data"), runs_dir=runs)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the studio server did not start"
+    port = free_port()
+    stop = serve(app, port)
     yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(15)
+    stop()
     mp.undo()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 def get_json(url: str):

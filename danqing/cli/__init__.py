@@ -8,6 +8,7 @@
     danqing data info|preview|fetch SRC
     danqing models
     danqing studio [--host 127.0.0.1] [--port 7860] [--data-dir ./studio-data] [--runs ./runs] [--queue 32] [--decoder RUN]
+                   [--token TOKEN]
     danqing style CONTENT --style STYLE [--style S2 --style-weights 0.7,0.3] [--method gatys|adain] -o out.png
 
 One module per group of verbs (train.py, paint.py, data.py, studio.py, style.py); this one builds the parser and
@@ -132,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_models)
 
     st = sub.add_parser("studio", help="serve the web studio: paint in the browser, history, REST API (docs/studio.md)")
-    st.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback prints a warning)")
+    st.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs --token)")
+    st.add_argument("--token", help="every API request must carry it (default: $DANQING_STUDIO_TOKEN; "
+                                    "required beyond loopback; open /?token=TOKEN once in the browser)")
     st.add_argument("--port", type=int, default=7860)
     st.add_argument("--data-dir", default="./studio-data", help="jobs, images, uploads and the history database")
     st.add_argument("--runs", default="./runs", help="run and checkpoint folders to offer as models")
@@ -171,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..checkpoint import CheckpointError
     from ..data import DataError
     from ..metrics import MetricsError
+    from ..fileio import UnwritableError
     from ..options import OptionError
     from ..pipeline import PipelineError
     from ..text import TextEncoderError
@@ -184,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.fn(args, extra)
     except (UsageError, ConfigError, DataError, CheckpointError, PipelineError, TextEncoderError, MetricsError,
-            OptionError) as e:
+            OptionError, UnwritableError) as e:
         print(f"danqing {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from ..config import DataConfig
 from .common import UsageError
 
+SKIPPED_SHOWN = 20          # `data info` names this many skipped files, then says where the full list is
+
 # ---------------------------------------------------------------- data
 
 def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
@@ -20,15 +22,30 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
         if path is not None:
             print(f"{args.source} is ready in {path}; train with --data {args.source}")
         return
+    if args.action == "preview":                   # refused before the data is read
+        from pathlib import Path
+
+        from ..fileio import check_writable
+        if args.n < 1:
+            raise UsageError(f"-n must be at least 1, got {args.n}")
+        check_writable(Path(args.output).parent, "the folder of -o")
     ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels))
     if args.action == "info":
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
+
+        from ..data.skips import advice, listing
         info = describe(ds)
-        t = Table(title=f"{args.source}", show_header=False)
+        t = Table(title=Text(args.source), show_header=False)
         for k, v in info.items():
-            t.add_row(str(k), str(v))
-        Console().print(t)
+            t.add_row(Text(str(k)), Text(str(v)))   # Text: file names with [brackets] are not markup
+        console = Console()
+        console.print(t)
+        if ds.skipped:
+            console.print(Text(f"skipped files ({sum(ds.skipped.values())}), relative to the folder:"))
+            for line in listing(ds, SKIPPED_SHOWN) + [f"to do: {tip}" for tip in advice(sorted(ds.skipped))]:
+                console.print(Text(f"  {line}"), soft_wrap=True)
     else:
         from ..images import save_image
         out = save_image(preview_grid(ds, args.n), args.output)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .common import UsageError
@@ -54,6 +55,7 @@ def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from ..checkpoint import load
     from ..families import spec
+    from ..fileio import check_writable
     from ..generate import Painter, Request
     from ..hardware import use_bf16
     from ..images import save_grid
@@ -64,8 +66,10 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
         raise UsageError(f"-n must be at least 1, got {args.n}")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    check_writable(Path(args.output).parent, "the folder of -o")
     model, cfg = load(args.checkpoint)
     painter = Painter(model, spec(cfg["family"]), class_names=cfg.get("class_names"), name=args.checkpoint)
+    painter.check_count(args.n)                    # before the seeds and labels of n pictures are listed
     labels = None
     if args.cls is not None:
         names = painter.class_names
@@ -93,7 +97,8 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
     import numpy as np
     from PIL import Image
 
-    from ..pipeline import PipelineError, load, next_paths, read_parameters
+    from ..fileio import check_writable
+    from ..pipeline import PipelineError, load, next_paths, precheck, read_parameters
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
@@ -111,9 +116,12 @@ def cmd_paint(args: argparse.Namespace, extra: Sequence[str]) -> None:
     init, mask = open_image(args.init, "init image"), open_image(args.mask, "mask")
     if mask is not None and init is None:
         raise UsageError("--mask paints into an image: give it with --init")
+    check_writable(args.output)                    # before painting, not after
     params = read_parameters(args.source) if args.source else None
-    pipe = load(args.model if args.model else (params.model if params and params.model else "emoji"),
-                **({"scorer": args.scorer} if args.scorer else {}))
+    model = args.model if args.model else (params.model if params and params.model else "emoji")
+    if params is None:                             # what can be refused is refused before the weights load
+        precheck(model, n=args.n, best_of=args.best_of, size=args.size, options=chosen_options(args))
+    pipe = load(model, **({"scorer": args.scorer} if args.scorer else {}))
     with _step_bar(quiet=args.quiet) as cb:
         if params is not None:
             images = [pipe.regenerate(params, init, mask, callback=cb)]

@@ -36,6 +36,7 @@ def _split_overrides(extra: Sequence[str]) -> dict[str, dict[str, str]]:
 
 def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     from ..data import load_dataset
+    from ..estimate import check_training
     from ..families import spec
     from ..train import Run, train
 
@@ -55,6 +56,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     for k in ("size", "channels"):
         if k in ov["data"]:
             raise UsageError(f"--data.{k} follows the model; set --model.image_{k} instead")
+    check_training(fam, model_cfg, train_cfg.batch_size)     # before the data is loaded at the model's size
     facts = fam.facts(model_cfg)
     data_cfg = override(DataConfig(source=args.data, size=facts.image_size, channels=facts.image_channels,
                                    flip=args.flip), ov["data"], prefix="data.")
@@ -145,9 +147,11 @@ def cmd_export(args: argparse.Namespace, extra: Sequence[str]) -> None:
     import torch
 
     from ..checkpoint import export
+    from ..fileio import check_writable
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
+    check_writable(Path(args.output).parent, "the folder of -o")
     out = export(args.checkpoint, args.output, dtype=None if args.fp32 else torch.float16)
     size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
     print(f"wrote {out} ({size:.1f} MB, {'fp32' if args.fp32 else 'fp16'} EMA weights, no training state)")

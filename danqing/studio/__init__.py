@@ -10,6 +10,7 @@
     sheet.py    a grid job's labelled sheet
     pngparams.py  parameters read back from a PNG (danqing's chunk or A1111 text)
     server.py   the FastAPI app: the REST API, events, uploads, the page in static/
+    guard.py    what every request passes first: the Host, the token, the page it comes from, its size
 
 Needs the `studio` extra (fastapi, uvicorn, python-multipart).
 """

@@ -11,7 +11,8 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_PROMPT = 500
 MAX_SEED = 2**32 - 1
@@ -25,6 +26,15 @@ UPLOAD_ID = r"^[0-9a-f]{32}$"              # also the shape of an image id: both
 STYLE_FIELDS = ("content_image", "styles", "style_weights", "method", "alpha", "preserve_color")
 STYLE_TAKES = ("type", "model", "init_image", "size", "steps", *STYLE_FIELDS)
 STYLE_MODEL = "style"                      # the model a style job and its pictures are listed under
+
+
+def json_number(v: Any) -> Any:
+    """Numbers must come as JSON numbers: "4" or true where one belongs is a client's mistake, not a guess to make
+    (pydantic's lax mode would take them)."""
+    if isinstance(v, str | bool):
+        raise PydanticCustomError("number_type", "Input should be a JSON number, not {what}",
+                                  {"what": "a string" if isinstance(v, str) else "true or false"})
+    return v
 
 
 class Invalid(ValueError):
@@ -86,7 +96,7 @@ class JobRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="null: a random seed")
     steps: int | None = Field(None, ge=1, le=MAX_STYLE_STEPS, description="sampler steps (1-200); "
                               "style (gatys): L-BFGS iterations (1-500, default 100)")
-    guidance: float | None = Field(None, ge=0, le=30)
+    guidance: float | None = Field(None, ge=0, le=30, allow_inf_nan=False)
     sampler: str | None = Field(None, max_length=40)
     options: dict[Annotated[str, Field(max_length=40)], str | int | float | bool] | None = Field(
         None, max_length=32, description="the model's own sampling options by name (GET /api/models lists them "
@@ -95,8 +105,8 @@ class JobRequest(BaseModel):
     best_of: int = Field(1, ge=1, le=16)
     init_image: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id (style: the content)")
     mask: str | None = Field(None, pattern=UPLOAD_ID, description="an upload id: white = repaint")
-    strength: float = Field(0.6, gt=0, le=1, description="img2img/inpaint: how much to change")
-    variation_strength: float = Field(0.25, ge=0, le=1)
+    strength: float = Field(0.6, gt=0, le=1, allow_inf_nan=False, description="img2img/inpaint: how much to change")
+    variation_strength: float = Field(0.25, ge=0, le=1, allow_inf_nan=False)
     seed_b: int | None = Field(None, ge=0, le=MAX_SEED, description="interpolation: the other end")
     frames: int = Field(8, ge=2, le=16, description="interpolation: pictures from seed to seed_b")
     x: Axis | None = Field(None, description="grid: the columns")
@@ -107,9 +117,17 @@ class JobRequest(BaseModel):
     style_weights: list[Annotated[float, Field(ge=0, allow_inf_nan=False)]] | None = Field(
         None, max_length=4, description="style: one non-negative weight per style (default equal)")
     method: Literal["adain", "gatys"] | None = Field(None, description="style: adain (default) or gatys")
-    alpha: float | None = Field(None, ge=0, le=1, description="style (adain): 0 = the content, 1 = the style")
+    alpha: float | None = Field(None, ge=0, le=1, allow_inf_nan=False,
+                                description="style (adain): 0 = the content, 1 = the style")
     preserve_color: Literal["luminance", "histogram"] | None = Field(None, description="style: keep the content's "
                                                                      "colours")
+
+    @field_validator("n", "seed", "steps", "guidance", "size", "best_of", "strength", "variation_strength",
+                     "seed_b", "frames", "style_weights", "alpha", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        """JSON numbers only (4.0 passes as 4, 4.5 does not); allow_inf_nan refuses NaN, Infinity and 1e309."""
+        return [json_number(x) for x in v] if isinstance(v, list) else json_number(v)
 
     @model_validator(mode="after")
     def _fits_type(self) -> JobRequest:

@@ -4,32 +4,37 @@
 
 Requests are checked twice: by the pydantic models (limits of any model) and against the chosen model
 (``schema.check``); both answer 422 with FastAPI's usual ``{"detail": [{"loc", "msg", "type"}]}``.
-Ids in paths are matched against ids the server made, never used as paths.
+Ids in paths are matched against ids the server made, never used as paths.  Every request first passes
+``guard.Guard`` (Host, token, origin, size); a 422 never quotes more than a little of what was sent.
 """
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+import math
 import mimetypes
+import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from ..pipeline import PipelineError
 from ..version import __version__
 from . import schema
 from .catalog import Catalog
+from .guard import MAX_BODY, MAX_JSON, Guard
 from .jobs import QueueFull, Runner
-from .pngparams import parameters_from_png
+from .pngparams import parameters_from_png, picture_error
 from .store import FINAL, Store, new_id
 
 STATIC = Path(__file__).parent / "static"
@@ -39,6 +44,8 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16 * 1024 * 1024
 UPLOAD_FORMATS = ["PNG", "JPEG", "WEBP", "GIF", "BMP"]
 MULTIPART_SLACK = 64 * 1024                      # boundaries and part headers around the file
+MAX_UPLOADS, MAX_UPLOAD_STORE = 256, 1024**3     # uploads kept; the oldest that no waiting job needs make room
+MAX_ERRORS, SHOWN = 20, 100                      # a 422 lists this many errors, quoting this much of each input
 SSE_TICK, SSE_PING = 0.2, 15.0
 
 
@@ -58,7 +65,7 @@ class Studio:
 
 
 class Rating(BaseModel):
-    rating: Literal[-1, 0, 1]
+    rating: Annotated[Literal[-1, 0, 1], BeforeValidator(schema.json_number)]
 
 
 def invalid(field: str, message: str) -> RequestValidationError:
@@ -67,10 +74,14 @@ def invalid(field: str, message: str) -> RequestValidationError:
 
 def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue_size: int = 32, *,
                start_worker: bool = True, device: str = "cpu", static_dir: str | Path = STATIC,
-               allowed_hosts: list[str] | None = None, decoder: str | Path | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, decoder: str | Path | None = None, token: str | None = None,
+               max_body: int = MAX_BODY, max_json: int = MAX_JSON,
+               upload_quota: tuple[int, int] = (MAX_UPLOADS, MAX_UPLOAD_STORE)) -> FastAPI:
     """The studio app.  ``start_worker=False`` leaves the worker stopped (``app.state.studio.runner.start()``);
-    ``allowed_hosts`` refuses other Host headers (against DNS rebinding when serving on loopback); ``decoder``:
-    the AdaIN decoder of style jobs (a run or checkpoint folder; None: the bundled one)."""
+    ``allowed_hosts`` (``host:port`` or ``host``) refuses other Host headers (against DNS rebinding when serving on
+    loopback); ``token``: every API request must carry it; ``max_body``/``max_json``: the largest multipart and
+    other bodies; ``upload_quota``: (uploads, bytes) kept; ``decoder``: the AdaIN decoder of style jobs (a run or
+    checkpoint folder; None: the bundled one)."""
     studio = Studio(data_dir, runs_dir, queue_size, start_worker, device, decoder)
 
     @asynccontextmanager
@@ -81,15 +92,16 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
     app = FastAPI(title="danqing studio", version=__version__, lifespan=lifespan,
                   description="Paint with danqing's models: jobs, history, ratings, uploads (docs/studio.md).")
     app.state.studio = studio
-    if allowed_hosts:
-        from starlette.middleware.trustedhost import TrustedHostMiddleware
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    # proves a request came from the studio's own page (it is written into the page; see guard.py)
+    app.state.page_token = page_token = secrets.token_urlsafe(24)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    # the outermost layer: a refused request reaches nothing else (it also marks every answer nosniff)
+    app.add_middleware(Guard, page_token=page_token, token=token, allowed_hosts=allowed_hosts, max_body=max_body,
+                       max_json=max_json)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": brief_errors(exc.errors())}, status_code=422)
 
     store, runner, catalog = studio.store, studio.runner, studio.catalog
 
@@ -228,7 +240,7 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
     async def upload(request: Request) -> dict[str, Any]:
         data = await _read_file(request)
         upload_id = new_id()
-        w, h = await run_in_threadpool(_store_upload, store, upload_id, data)
+        w, h = await run_in_threadpool(_store_upload, store, upload_id, data, upload_quota)
         return {"id": upload_id, "width": w, "height": h}
 
     @app.post("/api/params", openapi_extra=upload_doc)
@@ -249,11 +261,45 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
         if not page.is_file():
             return JSONResponse({"detail": "the studio page is not installed (static/index.html is missing); "
                                            "the API is documented at /docs"}, status_code=404)
-        return FileResponse(page, media_type="text/html")
+        # the page token in a meta tag: api.js sends it with every request (the page is never cached)
+        html = page.read_text(encoding="utf-8").replace(
+            "<head>", f'<head>\n<meta name="danqing-token" content="{page_token}">', 1)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "same-origin"})
 
     if static.is_dir():
         app.mount("/static", StaticFiles(directory=static), name="static")
     return app
+
+
+def brief_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """pydantic's errors, with what they quote of the request cut short (a 5 MB prompt is not sent back) and made
+    JSON (NaN and Infinity, which JSON has not, become text); at most MAX_ERRORS of them."""
+    def short(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+        try:
+            text = json.dumps(v, allow_nan=False, default=str)
+        except (TypeError, ValueError):
+            text = None
+        if text is not None and len(text) <= SHOWN:
+            return v
+        text = text if text is not None else repr(v)
+        return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text):,} characters)"
+
+    out = []
+    for e in errors[:MAX_ERRORS]:
+        e = {k: v for k, v in e.items() if k != "url"}
+        e["loc"] = [x if not isinstance(x, str) or len(x) <= SHOWN else short(x) for x in e.get("loc", ())]
+        e["msg"] = str(e.get("msg", ""))[:1000]
+        if "input" in e:
+            e["input"] = short(e["input"])
+        if "ctx" in e:
+            e["ctx"] = {k: short(v) if isinstance(v, (int, float, str, list, dict)) else str(v)[:SHOWN]
+                        for k, v in e["ctx"].items()}
+        out.append(e)
+    if len(errors) > MAX_ERRORS:
+        out.append({"loc": ["body"], "msg": f"and {len(errors) - MAX_ERRORS} more errors", "type": "too_many_errors"})
+    return jsonable_encoder(out)
 
 
 async def _read_file(request: Request) -> bytes:
@@ -274,10 +320,10 @@ async def _read_file(request: Request) -> bytes:
         if len(body) > cap:
             raise too_big
     files: dict[bytes, Any] = {}
-    parser = create_form_parser({"Content-Type": ctype.encode("latin-1")}, None,
-                                lambda f: files.setdefault(f.field_name, f),
-                                config={"MAX_MEMORY_FILE_SIZE": cap + 1, "MAX_BODY_SIZE": cap + 1})
     try:
+        parser = create_form_parser({"Content-Type": ctype.encode("latin-1")}, None,
+                                    lambda f: files.setdefault(f.field_name, f),
+                                    config={"MAX_MEMORY_FILE_SIZE": cap + 1, "MAX_BODY_SIZE": cap + 1})
         parser.write(bytes(body))
         parser.finalize()
     except Exception as e:                                   # noqa: BLE001 - any parse failure is the client's
@@ -294,9 +340,10 @@ async def _read_file(request: Request) -> bytes:
     return data
 
 
-def _store_upload(store: Store, upload_id: str, data: bytes) -> tuple[int, int]:
-    """Decode an uploaded picture safely (size checked before any pixel is decoded), re-encode it as PNG."""
-    from PIL import ImageOps
+def _store_upload(store: Store, upload_id: str, data: bytes, quota: tuple[int, int]) -> tuple[int, int]:
+    """Decode an uploaded picture safely (size checked before any pixel is decoded), re-encode it as PNG, and keep
+    it if the quota (uploads, bytes) has room once the oldest uploads no waiting job needs are dropped."""
+    from PIL import ImageOps, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as img:
             w, h = img.size
@@ -314,9 +361,18 @@ def _store_upload(store: Store, upload_id: str, data: bytes) -> tuple[int, int]:
                 img = img.convert("RGB")
     except Image.DecompressionBombError:
         raise HTTPException(413, f"the picture has too many pixels; at most {MAX_UPLOAD_PIXELS:,}") from None
+    except UnidentifiedImageError:
+        raise invalid("file", f"not a picture the studio reads ({', '.join(UPLOAD_FORMATS)}): the file's "
+                              "content is none of them, whatever its name says") from None
     except (OSError, ValueError, SyntaxError) as e:
-        raise invalid("file", f"not a picture the studio reads ({', '.join(UPLOAD_FORMATS)}): {e}") from None
+        raise invalid("file", f"not a picture the studio reads ({', '.join(UPLOAD_FORMATS)}): "
+                              f"{picture_error(e)}") from None
     buf = io.BytesIO()
     img.save(buf, format="PNG")
-    store.add_upload(upload_id, buf.getvalue(), img.size[0], img.size[1], img.mode)
+    png = buf.getvalue()
+    if not store.make_room(*quota, len(png)):
+        raise HTTPException(429, f"the studio keeps at most {quota[0]} uploads ({quota[1] / 1024**2:g} MB), and the "
+                                 "ones it has are all needed by jobs still waiting; retry when they have run",
+                            headers={"Retry-After": "30"})
+    store.add_upload(upload_id, png, img.size[0], img.size[1], img.mode)
     return img.size

@@ -208,6 +208,27 @@ class Store:
         self._write(("INSERT INTO uploads (id, width, height, mode, bytes, created) VALUES (?, ?, ?, ?, ?, ?)",
                      (upload_id, width, height, mode, len(png), time.time())))
 
+    def make_room(self, max_count: int, max_bytes: int, adding: int) -> bool:
+        """Drop the oldest uploads that no queued or running job names until one more of ``adding`` bytes fits in
+        ``max_count`` uploads and ``max_bytes``; False when it cannot fit (what is left is needed)."""
+        needed = set()
+        for row in self._all("SELECT request FROM jobs WHERE state IN ('queued', 'running')"):
+            req = json.loads(row["request"])
+            needed.update(u for u in (req.get("init_image"), req.get("mask"), *(req.get("styles") or ())) if u)
+        rows = self._all("SELECT id, bytes FROM uploads ORDER BY created, rowid")
+        count, total = len(rows) + 1, sum(r["bytes"] for r in rows) + adding
+        dropped = []
+        for row in rows:
+            if count <= max_count and total <= max_bytes:
+                break
+            if row["id"] not in needed:
+                dropped.append(row["id"])
+                count, total = count - 1, total - row["bytes"]
+        for upload_id in dropped:
+            self._write(("DELETE FROM uploads WHERE id = ?", (upload_id,)))
+            (self.uploads_dir / f"{upload_id}.png").unlink(missing_ok=True)
+        return count <= max_count and total <= max_bytes
+
     def upload(self, upload_id: str) -> dict[str, Any] | None:
         """An upload's ``{id, width, height, mode, bytes, created}``; None for anything else."""
         row = self._one("SELECT * FROM uploads WHERE id = ?", (upload_id,)) if ID.match(upload_id) else None

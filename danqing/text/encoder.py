@@ -207,9 +207,14 @@ class TextEncoder(nn.Module):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
                 model = transformers.AutoModel.from_pretrained(str(self.folder), local_files_only=True,
                                                                dtype=torch.float32)
-        except (OSError, ValueError, KeyError) as e:
-            raise TextEncoderError(f"could not load the text encoder from {str(self.folder)!r} ({e}); "
-                                   f"the folder looks damaged: reinstall it, or {_INSTALL_HINT}") from e
+        except Exception as e:  # noqa: BLE001 - whatever transformers raises, the user gets one line
+            if "weights_only" in str(e) or "pickle" in str(e).lower():   # never advise unpickling a stranger's file
+                raise TextEncoderError(f"the text encoder in {str(self.folder)!r} is a pickled checkpoint, which "
+                                       "danqing does not load (unpickling runs code); give a folder with "
+                                       f"model.safetensors, or {_INSTALL_HINT}") from None
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise TextEncoderError(f"could not load the text encoder from {str(self.folder)!r} ({reason}); "
+                                   f"the folder looks damaged: reinstall it, or {_INSTALL_HINT}") from None
         # The cache and ``encode`` assume real tokens come first and padding last.
         tokenizer.padding_side = "right"
         limit = int(getattr(model.config, "max_position_embeddings", 512))

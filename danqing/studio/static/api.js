@@ -1,6 +1,10 @@
 // The REST API of docs/studio.md: requests, and its errors as readable messages.
 import {state} from './state.js';
 
+// The server writes a token into the page; sent with every request, it shows the request comes from this page
+// and not from some other site's (which the server refuses for anything that changes state).
+const pageToken = document.querySelector('meta[name="danqing-token"]')?.content || '';
+
 export class ApiError extends Error {
   constructor(message, status) { super(message); this.status = status; }
 }
@@ -20,8 +24,21 @@ function detailText(data) {
   return d ? JSON.stringify(d) : '';
 }
 
+// A studio started with --token answers 401 until this browser has it: ask once, then let the server take it
+// from the address (it keeps it in an HttpOnly cookie, which pictures and event streams need too).
+let askedForToken = false;
+function askForToken() {
+  if (askedForToken) return;
+  askedForToken = true;
+  const refused = location.hash === '#token-refused';
+  const token = window.prompt(refused ? 'That token was refused. The studio\'s token (danqing studio --token):'
+    : 'This studio needs its token (the one given to danqing studio --token):');
+  if (token && token.trim()) location.replace(`/?token=${encodeURIComponent(token.trim())}`);
+}
+
 export async function api(path, {method = 'GET', json, form} = {}) {
   const opts = {method, headers: {Accept: 'application/json'}};
+  if (pageToken) opts.headers['X-Danqing-Token'] = pageToken;
   if (json !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
     opts.body = JSON.stringify(json);
@@ -39,6 +56,7 @@ export async function api(path, {method = 'GET', json, form} = {}) {
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
   if (!res.ok) {
     const detail = detailText(data);
+    if (res.status === 401) askForToken();
     if (res.status === 429) {
       const after = res.headers.get('Retry-After');
       const msg = `Queue full, retry in ${after || 'a few'} s`;
