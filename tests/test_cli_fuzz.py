@@ -77,7 +77,8 @@ def cases(p: Path) -> list[list[str]]:
              ["style", str(p / "pic.png"), "--style", str(p / "corrupt.png"), "-o", str(p / "st.png")],
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "--size", "0", "-o", str(p / "st.png")],
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "--method", "adain", "--alpha", "2",
-              "-o", str(p / "st.png")]]
+              "-o", str(p / "st.png")],
+             ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "-o", unwritable + "/st.png"]]
     return paint + sample + train + other
 
 

@@ -36,6 +36,9 @@ def cmd_style(args: argparse.Namespace, extra: Sequence[str]) -> None:
         elif out.suffix.lower() != ".png":
             raise UsageError(f"-o {out}: the output is a PNG (its parameters ride in PNG text chunks); end it in .png")
         jobs = [(content, out)]
+    from ..fileio import check_writable
+    for folder in {dest.parent for _, dest in jobs}:             # before any picture is painted
+        check_writable(folder, "the folder of -o")
     gatys_only = {"steps": args.steps, "content_weight": args.content_weight, "style_weight": args.style_weight,
                   "tv_weight": args.tv_weight}
     if args.method == "adain" and any(v is not None for v in gatys_only.values()):
