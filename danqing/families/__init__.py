@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "diffusion": "danqing.families.diffusion",
     "t2i": "danqing.families.t2i",
     "dcgan": "danqing.families.dcgan",
+    "stylegan": "danqing.families.stylegan",
     "autoencoder": "danqing.families.autoencoder",
     "scorer": "danqing.metrics.scorer",
     "adain": "danqing.style.adain",

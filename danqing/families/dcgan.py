@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.blocks import minibatch_std
 from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, randn
 
 
@@ -60,17 +61,6 @@ class Generator(nn.Module):
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)
         return self.blocks(self.project(z[:, :, None, None]))
-
-
-def minibatch_std(f: Tensor, group: int) -> Tensor:
-    """Append the mean feature std across a group of samples as one more channel
-    (Karras et al. 2018, PGGAN sec. 3): a batch of identical fakes stands out, which
-    counters mode collapse.  f: (B, C, H, W) -> (B, C + 1, H, W)."""
-    b, c, h, w = f.shape
-    g = group if b % group == 0 else b
-    std = f.float().reshape(g, b // g, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt()   # (B/g, C, H, W)
-    std = std.mean(dim=(1, 2, 3)).to(f.dtype)                                                # (B/g,)
-    return torch.cat([f, std.repeat(g)[:, None, None, None].expand(b, 1, h, w)], dim=1)
 
 
 class Discriminator(nn.Module):

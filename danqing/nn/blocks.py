@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -35,3 +36,14 @@ def rename_old_res_keys(state: dict[str, Any], prefix: str, *_: Any) -> None:
     """A load_state_dict pre-hook: weights saved with the old names load into ConvRes blocks."""
     for key in [k for k in state if k.startswith(prefix) and _OLD_NAMES.search(k)]:
         state[_OLD_NAMES.sub(lambda m: f".{_NEW_INDEX[m.group(1)]}.", key, count=1)] = state.pop(key)
+
+
+def minibatch_std(f: Tensor, group: int) -> Tensor:
+    """Append the mean feature std across a group of samples as one more channel
+    (Karras et al. 2018, PGGAN sec. 3): a batch of identical fakes stands out, which
+    counters mode collapse.  f: (B, C, H, W) -> (B, C + 1, H, W)."""
+    b, c, h, w = f.shape
+    g = group if b % group == 0 else b
+    std = f.float().reshape(g, b // g, c, h, w).var(dim=0, unbiased=False).add(1e-8).sqrt()   # (B/g, C, H, W)
+    std = std.mean(dim=(1, 2, 3)).to(f.dtype)                                                # (B/g,)
+    return torch.cat([f, std.repeat(g)[:, None, None, None].expand(b, 1, h, w)], dim=1)

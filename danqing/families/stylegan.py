@@ -1,0 +1,423 @@
+"""StyleGAN2 (Karras et al. 2020, "Analyzing and Improving the Image Quality of StyleGAN"), in plain PyTorch.
+
+Generator: a mapping network turns z (and a class) into a style vector w (sec. 2 of StyleGAN, Karras et al.
+2019); the synthesis network starts from a learned 4x4 constant and, at every resolution, runs two 3x3
+convolutions whose weights are modulated by an affine map of w and demodulated (StyleGAN2 eq. 1-3), adds
+per-pixel noise scaled by a learned strength, and adds its own 1x1 "toRGB" output to the upsampled picture so
+far (the skip generator, StyleGAN2 Fig. 7).  The modulated convolutions are grouped convolutions, one group per
+picture: no custom CUDA or C++ op, so it runs wherever PyTorch does.  Upsampling is bilinear before the
+convolution (the paper uses a transposed convolution and a [1,3,3,1] filter; the two play the same role).
+
+Discriminator: residual (StyleGAN2 Fig. 7), average-pool downsampling, minibatch standard deviation at 4x4,
+and a projection head for classes (Miyato & Koyama 2018) as in StyleGAN2-ADA.
+
+Every layer uses the equalized learning rate (PGGAN sec. 4.1): weights are drawn from N(0, 1) and scaled at run
+time by 1/sqrt(fan_in); the mapping network's learning rate is 0.01 of the rest.
+
+Training (phases): ``d`` and ``g`` with the non-saturating logistic loss; ``d_reg``, a lazy R1 penalty every
+``r1_every`` steps, and ``g_reg``, path-length regularisation every ``pl_every`` steps (StyleGAN2 sec. 3.2), both
+with the optimiser adjusted for the interval (``protocol.lazy``); style-mixing regularisation (two z for one
+picture with probability ``mixing``); the EMA of the generator.  The mean w is tracked for the truncation trick
+(per class when conditional).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn.blocks import minibatch_std
+from ..options import option
+from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, Optim, Phase, lazy, randn
+
+LAYERS = ("coarse", "middle", "fine")          # the style-mixing layer ranges: 4-8 px, 16-32 px, 64 px and up
+
+
+@dataclass(frozen=True)
+class Config:
+    image_size: int = 32                 # a power of two >= 8
+    image_channels: int = 3
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 2              # StyleGAN2-ADA's small-data configurations use 2 (the paper 8)
+    g_channels: int = 256                # width at 4x4, halved at each doubling of the resolution from 32x32 on
+    d_channels: int = 256
+    min_channels: int = 32
+    num_classes: int = 0
+    r1_gamma: float = 0.2                # StyleGAN2-ADA picks gamma by resolution: 0.01-1 for 32-128 px
+    r1_every: int = 16
+    pl_weight: float = 2.0               # StyleGAN2: 2 (0 = off)
+    pl_every: int = 4
+    mixing: float = 0.9                  # probability of style-mixing regularisation
+    w_avg_beta: float = 0.995            # the tracked mean w for truncation
+
+
+@dataclass(frozen=True)
+class Options:
+    truncation: float = option(1.0, "truncation psi: 0 = the mean style, 1 = no truncation", lo=0.0, hi=1.0)
+    mix_seed: int | None = option(None, "style mixing: a seed whose styles replace the mix_layers of every picture",
+                                  lo=0, hi=2**63 - 1)
+    mix_layers: str = option("fine", "style mixing: which styles the mix seed gives", choices=LAYERS)
+
+
+def widths(base: int, smallest: int, levels: int) -> list[int]:
+    """Channels at 4x4, 8x8, ...: ``base`` up to 16x16, then halved at each level, at least ``smallest``."""
+    return [max(smallest, base >> max(0, i - 2)) for i in range(levels)]
+
+
+# ---------------------------------------------------------------- equalized-learning-rate layers
+
+class Linear(nn.Module):
+    """y = x (W * lr_mult / sqrt(in))^T + b * lr_mult, W ~ N(0, 1 / lr_mult^2) (PGGAN sec. 4.1)."""
+
+    def __init__(self, cin: int, cout: int, lr_mult: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mult)
+        self.bias = nn.Parameter(torch.full((cout,), float(bias_init) / lr_mult))
+        self.gain, self.lr_mult = lr_mult / math.sqrt(cin), lr_mult
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.gain, self.bias * self.lr_mult)
+
+
+class Conv(nn.Module):
+    """An equalized 2-D convolution (same padding), optionally halving the resolution first (average pool)."""
+
+    def __init__(self, cin: int, cout: int, k: int, bias: bool = True, down: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.gain, self.down = 1 / math.sqrt(cin * k * k), down
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.down:
+            x = F.avg_pool2d(x, 2)
+        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
+
+
+def lrelu(x: Tensor) -> Tensor:
+    """Leaky ReLU times sqrt(2): keeps unit variance through the layer (StyleGAN's activation gain)."""
+    return F.leaky_relu(x, 0.2) * math.sqrt(2)
+
+
+def modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True) -> Tensor:
+    """StyleGAN2 eq. 1-3 as one grouped convolution.  x (B, I, H, W), weight (O, I, k, k), styles (B, I).
+
+    w'_ijk = s_i w_ijk (eq. 1); with ``demodulate``, w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + 1e-8) (eq. 3).
+    Picture b is convolved with its own weights: (1, B*I, H, W) with (B*O, I, k, k) in B groups.
+    """
+    b, i, h, w = x.shape
+    o, _, k, _ = weight.shape
+    wt = weight[None] * styles[:, None, :, None, None]                       # (B, O, I, k, k)
+    if demodulate:
+        wt = wt * (wt.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
+    out = F.conv2d(x.reshape(1, b * i, h, w), wt.reshape(b * o, i, k, k).to(x.dtype), padding=k // 2, groups=b)
+    return out.reshape(b, o, h, w)
+
+
+class StyledConv(nn.Module):
+    """Modulated 3x3 convolution (optionally after a 2x upsampling), per-pixel noise, bias, lrelu."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int, up: bool = False):
+        super().__init__()
+        self.affine = Linear(w_dim, cin, bias_init=1.0)                        # styles start at 1
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.noise_strength = nn.Parameter(torch.zeros(()))
+        self.gain, self.up = 1 / math.sqrt(cin * 9), up
+
+    def forward(self, x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
+        if self.up:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = modulated_conv(x, self.weight * self.gain, self.affine(w))
+        return lrelu(x + noise * self.noise_strength + self.bias[None, :, None, None])
+
+
+class ToRGB(nn.Module):
+    """Modulated 1x1 convolution to colours, not demodulated (StyleGAN2 Fig. 7)."""
+
+    def __init__(self, cin: int, cout: int, w_dim: int):
+        super().__init__()
+        self.affine = Linear(w_dim, cin, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(cout, cin, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.gain = 1 / math.sqrt(cin)
+
+    def forward(self, x: Tensor, w: Tensor) -> Tensor:
+        return modulated_conv(x, self.weight * self.gain, self.affine(w), demodulate=False) + \
+            self.bias[None, :, None, None]
+
+
+# ---------------------------------------------------------------- networks
+
+class Mapping(nn.Module):
+    """z (B, z_dim) [+ class] -> w (B, w_dim): normalise, concatenate the normalised class embedding, then
+    ``mapping_layers`` fully connected layers at 0.01 of the learning rate.  Tracks the mean w (per class)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.embed = Linear(c.num_classes, c.w_dim) if c.num_classes else None
+        dims = [c.z_dim + (c.w_dim if c.num_classes else 0)] + [c.w_dim] * c.mapping_layers
+        self.layers = nn.ModuleList(Linear(a, b, lr_mult=0.01) for a, b in zip(dims, dims[1:]))
+        self.register_buffer("w_avg", torch.zeros(max(1, c.num_classes), c.w_dim))
+
+    def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+        if self.embed is not None:
+            assert labels is not None
+            y = self.embed(F.one_hot(labels, self.embed.weight.shape[1]).to(z.dtype))
+            x = torch.cat([x, y * (y.square().mean(1, keepdim=True) + 1e-8).rsqrt()], dim=1)
+        for layer in self.layers:
+            x = lrelu(layer(x))
+        return x
+
+    def mean(self, labels: Tensor | None, n: int) -> Tensor:
+        """The tracked mean w of each picture's class (or the only one), (n, w_dim)."""
+        return self.w_avg[labels] if labels is not None and self.embed is not None else self.w_avg[:1].expand(n, -1)
+
+
+class Synthesis(nn.Module):
+    """ws (B, num_ws, w_dim) -> picture (B, C, S, S): the skip generator.  Layer i of ``self.convs`` reads ws[:, i];
+    the toRGB of resolution level j reads ws[:, 2j + 1]."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.levels = int(math.log2(c.image_size)) - 1                       # 4x4 ... SxS
+        ch = widths(c.g_channels, c.min_channels, self.levels)
+        self.const = nn.Parameter(torch.randn(ch[0], 4, 4))
+        self.convs = nn.ModuleList([StyledConv(ch[0], ch[0], c.w_dim)])
+        self.torgb = nn.ModuleList([ToRGB(ch[0], c.image_channels, c.w_dim)])
+        for a, b in zip(ch, ch[1:]):
+            self.convs.extend([StyledConv(a, b, c.w_dim, up=True), StyledConv(b, b, c.w_dim)])
+            self.torgb.append(ToRGB(b, c.image_channels, c.w_dim))
+        self.num_ws = 2 * self.levels
+
+    def noise_shapes(self) -> list[tuple[int, int, int]]:
+        """The (1, H, W) of each conv's per-pixel noise."""
+        return [(1, 4 * 2 ** ((i + 1) // 2), 4 * 2 ** ((i + 1) // 2)) for i in range(len(self.convs))]
+
+    def forward(self, ws: Tensor, noise: list[Tensor]) -> Tensor:
+        x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+        x = self.convs[0](x, ws[:, 0], noise[0])
+        rgb = self.torgb[0](x, ws[:, 1])
+        for j in range(1, self.levels):
+            x = self.convs[2 * j - 1](x, ws[:, 2 * j - 1], noise[2 * j - 1])
+            x = self.convs[2 * j](x, ws[:, 2 * j], noise[2 * j])
+            rgb = F.interpolate(rgb, scale_factor=2, mode="bilinear", align_corners=False) + \
+                self.torgb[j](x, ws[:, 2 * j + 1])
+        return rgb
+
+
+class Generator(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.mapping, self.synthesis = Mapping(c), Synthesis(c)
+
+
+class DBlock(nn.Module):
+    """Residual: two 3x3 convs, the second halving the resolution, plus a 1x1 skip; sum / sqrt(2)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv0, self.conv1 = Conv(cin, cin, 3), Conv(cin, cout, 3, down=True)
+        self.skip = Conv(cin, cout, 1, bias=False, down=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (self.skip(x) + lrelu(self.conv1(lrelu(self.conv0(x))))) / math.sqrt(2)
+
+
+class Discriminator(nn.Module):
+    """picture (B, C, S, S) -> logit (B,): fromRGB, residual blocks down to 4x4, minibatch std, conv, two fully
+    connected layers; with classes, the last one projects onto a class embedding (StyleGAN2-ADA's cmap)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        levels = int(math.log2(c.image_size)) - 1
+        ch = widths(c.d_channels, c.min_channels, levels)[::-1]                # full resolution first
+        self.fromrgb = Conv(c.image_channels, ch[0], 1)
+        self.blocks = nn.ModuleList(DBlock(a, b) for a, b in zip(ch, ch[1:]))
+        self.conv = Conv(ch[-1] + 1, ch[-1], 3)
+        self.fc = Linear(ch[-1] * 16, ch[-1])
+        self.cmap = Linear(c.num_classes, ch[-1]) if c.num_classes else None
+        self.out = Linear(ch[-1], ch[-1] if c.num_classes else 1)
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        x = lrelu(self.fromrgb(x))
+        for block in self.blocks:
+            x = block(x)
+        x = lrelu(self.conv(minibatch_std(x, 4)))
+        x = self.out(lrelu(self.fc(x.flatten(1))))
+        if self.cmap is None:
+            return x[:, 0]
+        assert labels is not None
+        y = self.cmap(F.one_hot(labels, self.cmap.weight.shape[1]).to(x.dtype))
+        return (x * y).sum(1) / math.sqrt(x.shape[1])
+
+
+# ---------------------------------------------------------------- the family
+
+class StyleGAN(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        c = config
+        if c.image_size < 8 or c.image_size & (c.image_size - 1):
+            raise ValueError(f"StyleGAN needs a power-of-two image_size >= 8, got {c.image_size}")
+        if min(c.z_dim, c.w_dim, c.mapping_layers, c.g_channels, c.d_channels, c.min_channels) < 1:
+            raise ValueError("z_dim, w_dim, mapping_layers and the channel widths must be at least 1")
+        self.config = config
+        self.g, self.d = Generator(c), Discriminator(c)
+        self.register_buffer("pl_mean", torch.zeros(()))          # path-length regularisation's running mean
+
+    @property
+    def num_ws(self) -> int:
+        return self.g.synthesis.num_ws
+
+    def phases(self) -> list[Phase]:
+        c = self.config
+        d_opt = lazy(c.r1_every) if c.r1_gamma > 0 else Optim()
+        g_opt = lazy(c.pl_every) if c.pl_weight > 0 else Optim()
+        out = [Phase("d", "d", optim=d_opt)]
+        if c.r1_gamma > 0:
+            out.append(Phase("d_reg", "d", every=c.r1_every, optim=d_opt))
+        out.append(Phase("g", "g", optim=g_opt))
+        if c.pl_weight > 0:
+            out.append(Phase("g_reg", "g", every=c.pl_every, optim=g_opt))
+        return out
+
+    # ---------------------------------------------------------------- styles
+    def _labels(self, labels: Tensor | None) -> Tensor | None:
+        if not self.config.num_classes:
+            return None
+        if labels is None:
+            raise ValueError("this StyleGAN is class-conditional: give class labels (data with classes, or --class)")
+        return labels
+
+    def ws(self, z: Tensor, labels: Tensor | None, truncation: float = 1.0) -> Tensor:
+        """Styles (B, num_ws, w_dim) of z (B, z_dim): one w for every layer, pulled towards the mean w of each
+        picture's class by ``truncation`` psi (w' = w_avg + psi (w - w_avg), StyleGAN sec. B)."""
+        w = self.g.mapping(z, labels)
+        if truncation != 1.0:
+            mean = self.g.mapping.mean(labels, len(w)).to(w.dtype)
+            w = mean + truncation * (w - mean)
+        return w[:, None].expand(-1, self.num_ws, -1)
+
+    def mix_range(self, layers: str) -> range:
+        """The style indices a mixing range covers: the layers in thirds, coarse to fine (the paper's 4-8, 16-32
+        and 64-1024 px at 1024 px)."""
+        third = math.ceil(self.num_ws / 3)
+        i = LAYERS.index(layers)
+        return range(i * third, min(self.num_ws, (i + 1) * third))
+
+    def _layer_noise(self, n: int, generator: Generators, device: torch.device) -> list[Tensor]:
+        return [randn((n, *shape), generator, device) for shape in self.g.synthesis.noise_shapes()]
+
+    # ---------------------------------------------------------------- training
+    def _fake(self, b: int, labels: Tensor | None, device: torch.device, track: bool = False) -> tuple[Tensor, Tensor]:
+        """Pictures from fresh z, with style mixing regularisation (StyleGAN sec. 3.1); returns (pictures, ws)."""
+        c = self.config
+        z = torch.randn(b, c.z_dim, device=device)
+        w = self.g.mapping(z, labels)
+        if track:                                                  # the mean w, per class, for truncation
+            with torch.no_grad():
+                k = max(1, c.num_classes)
+                index = labels if labels is not None else torch.zeros(b, dtype=torch.long, device=device)
+                sums = torch.zeros(k, c.w_dim, device=device).index_add_(0, index, w.detach().float())
+                counts = torch.bincount(index, minlength=k)[:, None]
+                seen = counts[:, 0] > 0
+                avg = self.g.mapping.w_avg
+                avg[seen] = avg[seen].lerp(sums[seen] / counts[seen], 1 - c.w_avg_beta)
+        ws = w[:, None].repeat(1, self.num_ws, 1)
+        if c.mixing > 0 and float(torch.rand(())) < c.mixing:
+            cut = int(torch.randint(1, self.num_ws, ()))
+            ws[:, cut:] = self.g.mapping(torch.randn(b, c.z_dim, device=device), labels)[:, None]
+        return self.g.synthesis(ws, self._layer_noise(b, None, device)), ws
+
+    def loss(self, batch: Batch, phase: str, step: int = 0, carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
+        c = self.config
+        real = batch.images
+        b, dev = real.shape[0], real.device
+        labels = self._labels(batch.labels)
+        if phase == "d":
+            with torch.no_grad():
+                fake, _ = self._fake(b, labels, dev)
+            real_logit, fake_logit = self.d(real, labels), self.d(fake, labels)
+            loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()     # non-saturating logistic
+            return {"loss": loss, "d_real": real_logit.detach().float().mean(),
+                    "d_fake": fake_logit.detach().float().mean()}
+        if phase == "d_reg":
+            # R1 = gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018, eq. 9), times the lazy interval
+            with torch.autocast(dev.type, enabled=False):
+                x = real.detach().float().requires_grad_(True)
+                (grad,) = torch.autograd.grad(self.d(x, labels).sum(), x, create_graph=True)
+                r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+            return {"loss": 0.5 * c.r1_gamma * c.r1_every * r1, "r1": r1.detach()}
+        if phase == "g":
+            fake, _ = self._fake(b, labels, dev, track=True)
+            return {"loss": F.softplus(-self.d(fake, labels)).mean()}
+        if phase == "g_reg":
+            # StyleGAN2 eq. 4: E_{w,y} (||J_w^T y||_2 - a)^2, y ~ N(0, I) / sqrt(H W), a a running mean; half batch
+            half = max(1, b // 2)
+            with torch.autocast(dev.type, enabled=False):
+                sub = None if labels is None else labels[:half]
+                fake, ws = self._fake(half, sub, dev)
+                y = torch.randn_like(fake) / math.sqrt(fake.shape[-1] * fake.shape[-2])
+                (grad,) = torch.autograd.grad((fake * y).sum(), ws, create_graph=True)
+                lengths = grad.square().sum(2).mean(1).sqrt()                            # (half,)
+                mean = self.pl_mean.lerp(lengths.detach().mean(), 0.01)
+                self.pl_mean.copy_(mean)
+                penalty = (lengths - mean).square().mean()
+            return {"loss": penalty * c.pl_weight * c.pl_every, "pl_length": lengths.detach().mean()}
+        raise ValueError(f"unknown phase {phase!r}; StyleGAN has {[p.name for p in self.phases()]}")
+
+    # ---------------------------------------------------------------- painting
+    @torch.no_grad()
+    def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
+        """The latent codes z (n, z_dim) that ``sample`` maps to pictures."""
+        return randn((n, self.config.z_dim), generator, self.pl_mean.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, noise: Tensor | None = None,
+               options: Options | None = None) -> Tensor:
+        """n pictures in [-1, 1]; each picture's per-pixel noise comes from its generator after its z.
+        ``options``: truncation psi, and style mixing with the styles of ``mix_seed`` in ``mix_layers``."""
+        o = options if options is not None else Options()
+        z = self.noise(n, generator) if noise is None else noise.to(self.pl_mean.device)
+        labels = self._labels(None if cond is None else cond.labels)
+        labels = None if labels is None else labels.to(z.device)
+        ws = self.ws(z, labels, o.truncation).clone()
+        if o.mix_seed is not None:
+            other = randn((1, self.config.z_dim), [torch.Generator(z.device.type).manual_seed(o.mix_seed)], z.device)
+            mixed = self.ws(other.expand(n, -1), labels, o.truncation)
+            picked = list(self.mix_range(o.mix_layers))
+            ws[:, picked] = mixed[:, picked]
+        return self.g.synthesis(ws, self._layer_noise(n, generator, z.device)).float().clamp(-1, 1)
+
+
+Model = StyleGAN
+
+PRESETS: dict[str, Config] = {
+    "tiny": Config(image_size=16, z_dim=16, w_dim=16, g_channels=16, d_channels=16, min_channels=8, num_classes=10,
+                   r1_every=2, pl_every=2),
+    # the digits benchmark's size: 32x32 grayscale, ten classes
+    "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=128, d_channels=128,
+                     num_classes=10, r1_gamma=0.05),
+    "small": Config(image_size=32),
+    "base": Config(image_size=64, z_dim=256, w_dim=256, g_channels=256, d_channels=256, r1_gamma=0.5),
+}
+
+# StyleGAN2-ADA's small-data settings: Adam lr 0.0025, betas (0, 0.99), no gradient clipping, G EMA
+TRAIN_DEFAULTS: dict[str, object] = {"lr": 2.5e-3, "betas": (0.0, 0.99), "warmup": 0, "grad_clip": 0.0,
+                                     "min_lr_ratio": 1.0, "ema_decay": 0.999}
+
+
+def facts(c: Config) -> Facts:
+    return Facts(c.image_size, c.image_channels, c.num_classes)
+
+
+SPEC = FamilySpec("stylegan", Config, StyleGAN, PRESETS, "StyleGAN2: mapping network, modulated convolutions, "
+                  "truncation and style mixing", TRAIN_DEFAULTS, Options, frozenset({Generates}), facts,
+                  ema_module="g")

@@ -1,0 +1,76 @@
+"""StyleGAN2's building blocks against their definitions, and its truncation and style mixing."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from danqing.families import spec
+from danqing.families.stylegan import Options, modulated_conv
+from danqing.protocol import Cond, generators
+
+
+def test_modulated_conv_is_a_per_picture_loop_of_plain_convolutions():
+    """Golden: the grouped convolution equals convolving each picture with its own modulated, demodulated
+    weights (StyleGAN2 eq. 1 and 3, written out with F.conv2d one picture at a time)."""
+    g = torch.Generator().manual_seed(0)
+    x, weight, styles = torch.randn(3, 5, 8, 8, generator=g), torch.randn(4, 5, 3, 3, generator=g), \
+        torch.rand(3, 5, generator=g) + 0.5
+    for demodulate in (True, False):
+        out = modulated_conv(x, weight, styles, demodulate)
+        for b in range(3):
+            wb = weight * styles[b][None, :, None, None]                              # eq. 1
+            if demodulate:
+                wb = wb / (wb.square().sum(dim=(1, 2, 3), keepdim=True) + 1e-8).sqrt()   # eq. 3
+            torch.testing.assert_close(out[b], F.conv2d(x[b:b + 1], wb, padding=1)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_demodulation_gives_unit_output_variance_for_unit_input():
+    """With i.i.d. unit-variance input, demodulated weights have unit L2 norm per output channel, so each output
+    has unit variance (StyleGAN2 sec. 2.2), whatever the styles."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 64, 64, 64, generator=g)
+    out = modulated_conv(x, torch.randn(32, 64, 3, 3, generator=g), torch.rand(4, 64, generator=g) * 3 + 0.1)
+    assert out[..., 1:-1, 1:-1].var().item() == pytest.approx(1.0, abs=0.03)      # interior: no zero padding
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    fam = spec("stylegan")
+    m = fam.Model(fam.presets["tiny"]).eval()
+    with torch.no_grad():
+        m.g.mapping.w_avg.copy_(torch.randn_like(m.g.mapping.w_avg))      # a tracked mean that is not zero
+    return m
+
+
+def test_truncation_zero_is_the_class_mean_and_one_is_the_identity(model):
+    z = torch.randn(4, model.config.z_dim, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 3, 3, 7])
+    torch.testing.assert_close(model.ws(z, labels, 0.0)[:, 0], model.g.mapping.w_avg[labels])
+    torch.testing.assert_close(model.ws(z, labels, 1.0)[:, 0], model.g.mapping(z, labels))
+    half = model.ws(z, labels, 0.5)[:, 0]
+    torch.testing.assert_close(half, (model.g.mapping.w_avg[labels] + model.g.mapping(z, labels)) / 2)
+
+
+def test_style_mixing(model):
+    """Mixing a picture with its own seed changes nothing; another seed changes it, in any layer range, and the
+    ranges cover the styles from the first to the last."""
+    cond = Cond(labels=torch.tensor([1, 2]))
+    plain = model.sample(2, cond, generator=generators([5, 9]))
+    one = model.sample(1, cond.rows(slice(0, 1)), generator=generators([5]))
+    same = model.sample(1, cond.rows(slice(0, 1)), generator=generators([5]), options=Options(mix_seed=5))
+    assert torch.equal(same, one)
+    coarse = model.sample(2, cond, generator=generators([5, 9]), options=Options(mix_seed=11, mix_layers="coarse"))
+    fine = model.sample(2, cond, generator=generators([5, 9]), options=Options(mix_seed=11, mix_layers="fine"))
+    assert (coarse - plain).abs().mean() > 0 and (fine - plain).abs().mean() > 0
+    assert model.mix_range("coarse").start == 0 and model.mix_range("fine").stop == model.num_ws
+
+
+def test_truncation_is_an_option_with_limits():
+    from danqing.generate import Painter, PipelineError, Request
+    fam = spec("stylegan")
+    painter = Painter(fam.Model(fam.presets["tiny"]).eval(), fam)
+    assert painter(Request([0, 1], labels=[0, 1], options={"truncation": 0.7})).shape == (2, 3, 16, 16)
+    with pytest.raises(PipelineError, match="truncation must be between 0 and 1, got 1.5"):
+        painter(Request([0], labels=[0], options={"truncation": 1.5}))
