@@ -11,13 +11,15 @@ from danqing.protocol import Cond, generators
 
 
 def test_modulated_conv_is_a_per_picture_loop_of_plain_convolutions():
-    """Golden: the grouped convolution equals convolving each picture with its own modulated, demodulated
-    weights (StyleGAN2 eq. 1 and 3, written out with F.conv2d one picture at a time)."""
+    """Golden: the grouped convolution (and the unfused form training uses) equals convolving each picture with
+    its own modulated, demodulated weights (StyleGAN2 eq. 1 and 3, written out with F.conv2d one at a time)."""
     g = torch.Generator().manual_seed(0)
     x, weight, styles = torch.randn(3, 5, 8, 8, generator=g), torch.randn(4, 5, 3, 3, generator=g), \
         torch.rand(3, 5, generator=g) + 0.5
     for demodulate in (True, False):
         out = modulated_conv(x, weight, styles, demodulate)
+        torch.testing.assert_close(modulated_conv(x, weight, styles, demodulate, fused=False), out,
+                                   rtol=1e-5, atol=1e-5)
         for b in range(3):
             wb = weight * styles[b][None, :, None, None]                              # eq. 1
             if demodulate:

@@ -104,14 +104,23 @@ def lrelu(x: Tensor) -> Tensor:
     return F.leaky_relu(x, 0.2) * math.sqrt(2)
 
 
-def modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True) -> Tensor:
-    """StyleGAN2 eq. 1-3 as one grouped convolution.  x (B, I, H, W), weight (O, I, k, k), styles (B, I).
+def modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, fused: bool = True) -> Tensor:
+    """StyleGAN2 eq. 1-3.  x (B, I, H, W), weight (O, I, k, k), styles (B, I) -> (B, O, H, W).
 
     w'_ijk = s_i w_ijk (eq. 1); with ``demodulate``, w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + 1e-8) (eq. 3).
-    Picture b is convolved with its own weights: (1, B*I, H, W) with (B*O, I, k, k) in B groups.
+    fused: one grouped convolution, picture b with its own weights: (1, B*I, H, W) with (B*O, I, k, k) in B
+    groups.  Not fused: the same numbers from a shared convolution of the modulated input, scaled by each
+    output channel's demodulation factor afterwards; about twice as fast for a training batch on a CPU under
+    bf16, so it is what training uses (as the reference implementation does).
     """
     b, i, h, w = x.shape
     o, _, k, _ = weight.shape
+    if not fused:
+        out = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=k // 2)
+        if demodulate:
+            scale = ((weight[None] * styles[:, None, :, None, None]).square().sum(dim=(2, 3, 4)) + 1e-8).rsqrt()
+            out = out * scale[:, :, None, None].to(out.dtype)                 # (B, O) per picture and channel
+        return out
     wt = weight[None] * styles[:, None, :, None, None]                       # (B, O, I, k, k)
     if demodulate:
         wt = wt * (wt.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
@@ -133,7 +142,7 @@ class StyledConv(nn.Module):
     def forward(self, x: Tensor, w: Tensor, noise: Tensor) -> Tensor:
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = modulated_conv(x, self.weight * self.gain, self.affine(w))
+        x = modulated_conv(x, self.weight * self.gain, self.affine(w), fused=not self.training)
         return lrelu(x + noise * self.noise_strength + self.bias[None, :, None, None])
 
 
@@ -148,7 +157,8 @@ class ToRGB(nn.Module):
         self.gain = 1 / math.sqrt(cin)
 
     def forward(self, x: Tensor, w: Tensor) -> Tensor:
-        return modulated_conv(x, self.weight * self.gain, self.affine(w), demodulate=False) + \
+        return modulated_conv(x, self.weight * self.gain, self.affine(w), demodulate=False,
+                              fused=not self.training) + \
             self.bias[None, :, None, None]
 
 
@@ -403,7 +413,7 @@ PRESETS: dict[str, Config] = {
     "tiny": Config(image_size=16, z_dim=16, w_dim=16, g_channels=16, d_channels=16, min_channels=8, num_classes=10,
                    r1_every=2, pl_every=2),
     # the digits benchmark's size: 32x32 grayscale, ten classes
-    "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=128, d_channels=128,
+    "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=64, d_channels=64,
                      num_classes=10, r1_gamma=0.05),
     "small": Config(image_size=32),
     "base": Config(image_size=64, z_dim=256, w_dim=256, g_channels=256, d_channels=256, r1_gamma=0.5),
