@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from danqing.families import spec
-from danqing.families.stylegan import Options, modulated_conv
+from danqing.families.stylegan import Options
+from danqing.nn.equalized import modulated_conv
 from danqing.protocol import Cond, generators
 
 

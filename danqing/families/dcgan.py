@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.augment import Augmenter
 from ..nn.blocks import minibatch_std
 from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, randn
 
@@ -33,6 +34,11 @@ class Config:
     r1_gamma: float = 0.0                # R1 weight (0 = off)
     r1_every: int = 16                   # lazy regularisation interval
     mbstd_group: int = 0                 # minibatch-stddev feature in D over groups of this size (0 = off)
+    augment: str = ""                    # what D's inputs go through (nn.augment), e.g. "color,translation,cutout"
+    ada: bool = False                    # ... with ADA's adaptive probability instead of always
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
 
 
 def _widths(base: int, cap: int, levels: int) -> list[int]:
@@ -99,6 +105,12 @@ class DCGAN(nn.Module):
         self.config = config
         self.g = Generator(config)
         self.d = Discriminator(config)
+        c = config
+        self.aug = Augmenter(c.augment, c.ada, c.ada_target, c.ada_interval, c.ada_kimg) if c.augment else None
+
+    def _aug(self, x: Tensor) -> Tensor:
+        """What the discriminator sees of real and generated pictures alike (DiffAugment / ADA)."""
+        return x if self.aug is None else self.aug(x)
 
     def phases(self) -> list[Phase]:
         ph = [Phase("d", "d"), Phase("g", "g")]
@@ -121,18 +133,23 @@ class DCGAN(nn.Module):
             # R1 = gamma/2 E[||grad_x D(x)||^2] on reals, times the lazy interval (StyleGAN2 sec. 3.1).
             with torch.autocast(real.device.type, enabled=False):
                 x = real.detach().float().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.d(x, labels).sum(), x, create_graph=True)
+                (grad,) = torch.autograd.grad(self.d(self._aug(x), labels).sum(), x, create_graph=True)
                 r1 = grad.square().sum(dim=(1, 2, 3)).mean()
             return {"loss": 0.5 * self.config.r1_gamma * self.config.r1_every * r1, "r1": r1.detach()}
         z = torch.randn(b, self.config.z_dim, device=real.device)
         if phase == "d":
             with torch.no_grad():
                 fake = self.g(z, labels)
-            real_logit, fake_logit = self.d(real, labels), self.d(fake, labels)
+            real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
             loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
-            return {"loss": loss, "d_real": real_logit.detach().float().mean(), "d_fake": fake_logit.detach().float().mean()}
+            out = {"loss": loss, "d_real": real_logit.detach().float().mean(),
+                   "d_fake": fake_logit.detach().float().mean()}
+            if self.aug is not None:
+                self.aug.observe(real_logit, step)
+                out["augment_p"] = self.aug.p.detach().clone()
+            return out
         if phase == "g":
-            return {"loss": F.softplus(-self.d(self.g(z, labels), labels)).mean()}   # non-saturating
+            return {"loss": F.softplus(-self.d(self._aug(self.g(z, labels)), labels)).mean()}   # non-saturating
         raise ValueError(f"unknown phase {phase!r}; DCGAN has {[p.name for p in self.phases()]}")
 
     @torch.no_grad()

@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.augment import Augmenter
 from ..nn.blocks import minibatch_std
+from ..nn.equalized import Conv, Linear, lrelu, modulated_conv
 from ..options import option
 from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, Optim, Phase, lazy, randn
 
@@ -54,6 +56,11 @@ class Config:
     pl_every: int = 4
     mixing: float = 0.9                  # probability of style-mixing regularisation
     w_avg_beta: float = 0.995            # the tracked mean w for truncation
+    augment: str = ""                    # what the discriminator's inputs go through (nn.augment): "" = nothing,
+    ada: bool = False                    # e.g. "color,translation,cutout" (DiffAugment); with ada, p is adaptive
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -67,65 +74,6 @@ class Options:
 def widths(base: int, smallest: int, levels: int) -> list[int]:
     """Channels at 4x4, 8x8, ...: ``base`` up to 16x16, then halved at each level, at least ``smallest``."""
     return [max(smallest, base >> max(0, i - 2)) for i in range(levels)]
-
-
-# ---------------------------------------------------------------- equalized-learning-rate layers
-
-class Linear(nn.Module):
-    """y = x (W * lr_mult / sqrt(in))^T + b * lr_mult, W ~ N(0, 1 / lr_mult^2) (PGGAN sec. 4.1)."""
-
-    def __init__(self, cin: int, cout: int, lr_mult: float = 1.0, bias_init: float = 0.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mult)
-        self.bias = nn.Parameter(torch.full((cout,), float(bias_init) / lr_mult))
-        self.gain, self.lr_mult = lr_mult / math.sqrt(cin), lr_mult
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.gain, self.bias * self.lr_mult)
-
-
-class Conv(nn.Module):
-    """An equalized 2-D convolution (same padding), optionally halving the resolution first (average pool)."""
-
-    def __init__(self, cin: int, cout: int, k: int, bias: bool = True, down: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
-        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
-        self.gain, self.down = 1 / math.sqrt(cin * k * k), down
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.down:
-            x = F.avg_pool2d(x, 2)
-        return F.conv2d(x, self.weight * self.gain, self.bias, padding=self.weight.shape[-1] // 2)
-
-
-def lrelu(x: Tensor) -> Tensor:
-    """Leaky ReLU times sqrt(2): keeps unit variance through the layer (StyleGAN's activation gain)."""
-    return F.leaky_relu(x, 0.2) * math.sqrt(2)
-
-
-def modulated_conv(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, fused: bool = True) -> Tensor:
-    """StyleGAN2 eq. 1-3.  x (B, I, H, W), weight (O, I, k, k), styles (B, I) -> (B, O, H, W).
-
-    w'_ijk = s_i w_ijk (eq. 1); with ``demodulate``, w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + 1e-8) (eq. 3).
-    fused: one grouped convolution, picture b with its own weights: (1, B*I, H, W) with (B*O, I, k, k) in B
-    groups.  Not fused: the same numbers from a shared convolution of the modulated input, scaled by each
-    output channel's demodulation factor afterwards; about twice as fast for a training batch on a CPU under
-    bf16, so it is what training uses (as the reference implementation does).
-    """
-    b, i, h, w = x.shape
-    o, _, k, _ = weight.shape
-    if not fused:
-        out = F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight.to(x.dtype), padding=k // 2)
-        if demodulate:
-            scale = ((weight[None] * styles[:, None, :, None, None]).square().sum(dim=(2, 3, 4)) + 1e-8).rsqrt()
-            out = out * scale[:, :, None, None].to(out.dtype)                 # (B, O) per picture and channel
-        return out
-    wt = weight[None] * styles[:, None, :, None, None]                       # (B, O, I, k, k)
-    if demodulate:
-        wt = wt * (wt.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8).rsqrt()
-    out = F.conv2d(x.reshape(1, b * i, h, w), wt.reshape(b * o, i, k, k).to(x.dtype), padding=k // 2, groups=b)
-    return out.reshape(b, o, h, w)
 
 
 class StyledConv(nn.Module):
@@ -281,6 +229,7 @@ class StyleGAN(nn.Module):
         self.config = config
         self.g, self.d = Generator(c), Discriminator(c)
         self.register_buffer("pl_mean", torch.zeros(()))          # path-length regularisation's running mean
+        self.aug = Augmenter(c.augment, c.ada, c.ada_target, c.ada_interval, c.ada_kimg) if c.augment else None
 
     @property
     def num_ws(self) -> int:
@@ -326,6 +275,10 @@ class StyleGAN(nn.Module):
         return [randn((n, *shape), generator, device) for shape in self.g.synthesis.noise_shapes()]
 
     # ---------------------------------------------------------------- training
+    def _aug(self, x: Tensor) -> Tensor:
+        """What the discriminator sees of real and generated pictures alike (DiffAugment / ADA)."""
+        return x if self.aug is None else self.aug(x)
+
     def _fake(self, b: int, labels: Tensor | None, device: torch.device, track: bool = False) -> tuple[Tensor, Tensor]:
         """Pictures from fresh z, with style mixing regularisation (StyleGAN sec. 3.1); returns (pictures, ws)."""
         c = self.config
@@ -354,20 +307,24 @@ class StyleGAN(nn.Module):
         if phase == "d":
             with torch.no_grad():
                 fake, _ = self._fake(b, labels, dev)
-            real_logit, fake_logit = self.d(real, labels), self.d(fake, labels)
+            real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
             loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()     # non-saturating logistic
-            return {"loss": loss, "d_real": real_logit.detach().float().mean(),
-                    "d_fake": fake_logit.detach().float().mean()}
+            out = {"loss": loss, "d_real": real_logit.detach().float().mean(),
+                   "d_fake": fake_logit.detach().float().mean()}
+            if self.aug is not None:
+                self.aug.observe(real_logit, step)
+                out["augment_p"] = self.aug.p.detach().clone()
+            return out
         if phase == "d_reg":
             # R1 = gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018, eq. 9), times the lazy interval
             with torch.autocast(dev.type, enabled=False):
                 x = real.detach().float().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.d(x, labels).sum(), x, create_graph=True)
+                (grad,) = torch.autograd.grad(self.d(self._aug(x), labels).sum(), x, create_graph=True)
                 r1 = grad.square().sum(dim=(1, 2, 3)).mean()
             return {"loss": 0.5 * c.r1_gamma * c.r1_every * r1, "r1": r1.detach()}
         if phase == "g":
             fake, _ = self._fake(b, labels, dev, track=True)
-            return {"loss": F.softplus(-self.d(fake, labels)).mean()}
+            return {"loss": F.softplus(-self.d(self._aug(fake), labels)).mean()}
         if phase == "g_reg":
             # StyleGAN2 eq. 4: E_{w,y} (||J_w^T y||_2 - a)^2, y ~ N(0, I) / sqrt(H W), a a running mean; half batch
             half = max(1, b // 2)
@@ -410,8 +367,10 @@ class StyleGAN(nn.Module):
 Model = StyleGAN
 
 PRESETS: dict[str, Config] = {
+    # conformance tests: every phase runs within a few steps, and ADA's p moves (so resuming must restore it)
     "tiny": Config(image_size=16, z_dim=16, w_dim=16, g_channels=16, d_channels=16, min_channels=8, num_classes=10,
-                   r1_every=2, pl_every=2),
+                   r1_every=2, pl_every=2, augment="flip,color,translation,cutout", ada=True, ada_interval=2,
+                   ada_kimg=0.1),
     # the digits benchmark's size: 32x32 grayscale, ten classes
     "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=64, d_channels=64,
                      num_classes=10, r1_gamma=0.05),
