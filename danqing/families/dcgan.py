@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.augment import Augmenter
+from ..nn.augment import Augmenter, d_loss, r1_loss, see
 from ..nn.blocks import minibatch_std
 from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, randn
 
@@ -108,10 +108,6 @@ class DCGAN(nn.Module):
         c = config
         self.aug = Augmenter(c.augment, c.ada, c.ada_target, c.ada_interval, c.ada_kimg) if c.augment else None
 
-    def _aug(self, x: Tensor) -> Tensor:
-        """What the discriminator sees of real and generated pictures alike (DiffAugment / ADA)."""
-        return x if self.aug is None else self.aug(x)
-
     def phases(self) -> list[Phase]:
         ph = [Phase("d", "d"), Phase("g", "g")]
         if self.config.r1_gamma > 0:
@@ -130,26 +126,14 @@ class DCGAN(nn.Module):
         b = real.shape[0]
         labels = self._labels(batch.labels, b, real.device)
         if phase == "d_reg":
-            # R1 = gamma/2 E[||grad_x D(x)||^2] on reals, times the lazy interval (StyleGAN2 sec. 3.1).
-            with torch.autocast(real.device.type, enabled=False):
-                x = real.detach().float().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.d(self._aug(x), labels).sum(), x, create_graph=True)
-                r1 = grad.square().sum(dim=(1, 2, 3)).mean()
-            return {"loss": 0.5 * self.config.r1_gamma * self.config.r1_every * r1, "r1": r1.detach()}
+            return r1_loss(self.d, self.aug, real, labels, self.config.r1_gamma, self.config.r1_every)
         z = torch.randn(b, self.config.z_dim, device=real.device)
         if phase == "d":
             with torch.no_grad():
                 fake = self.g(z, labels)
-            real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
-            loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()
-            out = {"loss": loss, "d_real": real_logit.detach().float().mean(),
-                   "d_fake": fake_logit.detach().float().mean()}
-            if self.aug is not None:
-                self.aug.observe(real_logit, step)
-                out["augment_p"] = self.aug.p.detach().clone()
-            return out
+            return d_loss(self.d, self.aug, real, fake, labels, step)
         if phase == "g":
-            return {"loss": F.softplus(-self.d(self._aug(self.g(z, labels)), labels)).mean()}   # non-saturating
+            return {"loss": F.softplus(-self.d(see(self.aug, self.g(z, labels)), labels)).mean()}   # non-saturating
         raise ValueError(f"unknown phase {phase!r}; DCGAN has {[p.name for p in self.phases()]}")
 
     @torch.no_grad()

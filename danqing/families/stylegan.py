@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.augment import Augmenter
+from ..nn.augment import Augmenter, d_loss, r1_loss, see
 from ..nn.blocks import minibatch_std
 from ..nn.equalized import Conv, Linear, lrelu, modulated_conv
 from ..options import option
@@ -275,10 +275,6 @@ class StyleGAN(nn.Module):
         return [randn((n, *shape), generator, device) for shape in self.g.synthesis.noise_shapes()]
 
     # ---------------------------------------------------------------- training
-    def _aug(self, x: Tensor) -> Tensor:
-        """What the discriminator sees of real and generated pictures alike (DiffAugment / ADA)."""
-        return x if self.aug is None else self.aug(x)
-
     def _fake(self, b: int, labels: Tensor | None, device: torch.device, track: bool = False) -> tuple[Tensor, Tensor]:
         """Pictures from fresh z, with style mixing regularisation (StyleGAN sec. 3.1); returns (pictures, ws)."""
         c = self.config
@@ -307,24 +303,12 @@ class StyleGAN(nn.Module):
         if phase == "d":
             with torch.no_grad():
                 fake, _ = self._fake(b, labels, dev)
-            real_logit, fake_logit = self.d(self._aug(real), labels), self.d(self._aug(fake), labels)
-            loss = F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean()     # non-saturating logistic
-            out = {"loss": loss, "d_real": real_logit.detach().float().mean(),
-                   "d_fake": fake_logit.detach().float().mean()}
-            if self.aug is not None:
-                self.aug.observe(real_logit, step)
-                out["augment_p"] = self.aug.p.detach().clone()
-            return out
+            return d_loss(self.d, self.aug, real, fake, labels, step)
         if phase == "d_reg":
-            # R1 = gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018, eq. 9), times the lazy interval
-            with torch.autocast(dev.type, enabled=False):
-                x = real.detach().float().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.d(self._aug(x), labels).sum(), x, create_graph=True)
-                r1 = grad.square().sum(dim=(1, 2, 3)).mean()
-            return {"loss": 0.5 * c.r1_gamma * c.r1_every * r1, "r1": r1.detach()}
+            return r1_loss(self.d, self.aug, real, labels, c.r1_gamma, c.r1_every)
         if phase == "g":
             fake, _ = self._fake(b, labels, dev, track=True)
-            return {"loss": F.softplus(-self.d(self._aug(fake), labels)).mean()}
+            return {"loss": F.softplus(-self.d(see(self.aug, fake), labels)).mean()}
         if phase == "g_reg":
             # StyleGAN2 eq. 4: E_{w,y} (||J_w^T y||_2 - a)^2, y ~ N(0, I) / sqrt(H W), a a running mean; half batch
             half = max(1, b // 2)

@@ -140,3 +140,34 @@ class Augmenter(torch.nn.Module):
             self.p.fill_(ada_step(float(self.p), r_t, target=self.target, batch=int(batch), interval=self.interval,
                                   speed_kimg=self.speed_kimg))
             self.signs.zero_()
+
+
+# ---------------------------------------------------------------- the GAN losses every family shares
+
+def see(aug: Augmenter | None, x: Tensor) -> Tensor:
+    """What the discriminator sees of a picture, real or generated alike."""
+    return x if aug is None else aug(x)
+
+
+def d_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, fake: Tensor, labels: Tensor | None,
+           step: int) -> dict[str, Tensor]:
+    """The discriminator's non-saturating logistic loss (Goodfellow et al. 2014, sec. 3) on augmented pictures;
+    ADA counts the signs of D(real) here."""
+    real_logit, fake_logit = d(see(aug, real), labels), d(see(aug, fake), labels)
+    out = {"loss": F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean(),
+           "d_real": real_logit.detach().float().mean(), "d_fake": fake_logit.detach().float().mean()}
+    if aug is not None:
+        aug.observe(real_logit, step)
+        out["augment_p"] = aug.p.detach().clone()
+    return out
+
+
+def r1_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, labels: Tensor | None, gamma: float,
+            every: int) -> dict[str, Tensor]:
+    """R1 = gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018, eq. 9), times the lazy interval
+    (StyleGAN2 sec. 3.1); in fp32, as second derivatives need."""
+    with torch.autocast(real.device.type, enabled=False):
+        x = real.detach().float().requires_grad_(True)
+        (grad,) = torch.autograd.grad(d(see(aug, x), labels).sum(), x, create_graph=True)
+        r1 = grad.square().sum(dim=(1, 2, 3)).mean()
+    return {"loss": 0.5 * gamma * every * r1, "r1": r1.detach()}
