@@ -74,3 +74,17 @@ def test_ada_p_rises_when_the_discriminator_overfits_and_falls_when_it_does_not(
     for step in range(20, 30):
         aug.observe(torch.tensor([1.0, -1.0] * 4), step)         # r_t = 0 < 0.6
     assert float(aug.p) < high
+
+
+def test_data_preview_shows_what_the_discriminator_sees(tmp_path, capsys):
+    """`danqing data preview --augment` draws the augmented pictures, the same for the same seed."""
+    import numpy as np
+    from PIL import Image
+
+    from danqing.cli import main
+    for name in ("a", "b", "plain"):
+        extra = [] if name == "plain" else ["--augment", "color,translation,cutout"]
+        assert main(["data", "preview", "digits", "--size", "16", "-n", "4", "-o", str(tmp_path / f"{name}.png"),
+                     *extra]) == 0
+    a, b, plain = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("a", "b", "plain"))
+    assert np.array_equal(a, b) and a.shape == plain.shape and not np.array_equal(a, plain)

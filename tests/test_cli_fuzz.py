@@ -69,6 +69,7 @@ def cases(p: Path) -> list[list[str]]:
     other = [["data", "info", str(p / "missing")], ["data", "preview", "digits", "-n", "0", "-o", str(p / "v.png")],
              ["data", "preview", "digits", "--size", HUGE, "-o", str(p / "v.png")],
              ["data", "preview", "digits", "-o", unwritable + "/v.png"], ["data", "fetch", "nosuch"],
+             ["data", "preview", "digits", "--augment", "rotate", "-o", str(p / "v.png")],
              ["eval", "--generated", str(p / "missing"), "--reference", "digits"],
              ["eval", "--generated", str(p / "dcgan"), "--reference", "digits", "--metrics", "nosuch"],
              ["eval", "--generated", str(p / "dcgan"), "--reference", "digits", "-n", "-1"],

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--size", type=int, default=32)
     d.add_argument("--channels", type=int, choices=[1, 3], default=3)
     d.add_argument("-n", type=int, default=64, help="preview: number of images")
+    d.add_argument("--augment", metavar="POLICY", help="preview: what a GAN's discriminator sees with "
+                   "--model.augment=POLICY, e.g. color,translation,cutout (each transform always applied)")
+    d.add_argument("--seed", type=int, default=0, help="preview --augment: the seed of the random transforms")
     d.add_argument("-o", "--output", default="preview.png")
     d.add_argument("--force", action="store_true", help="fetch: download and rebuild even if the data is there")
     d.add_argument("--only", help="fetch emoji: only these styles, e.g. twemoji,noto,openmoji,fluent-flat,fluent-3d; "

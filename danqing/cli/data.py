@@ -28,6 +28,12 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
         from ..fileio import check_writable
         if args.n < 1:
             raise UsageError(f"-n must be at least 1, got {args.n}")
+        if args.augment is not None:
+            from ..nn.augment import parse_policy
+            try:
+                policy = parse_policy(args.augment)
+            except ValueError as e:
+                raise UsageError(f"--augment: {e}") from None
         check_writable(Path(args.output).parent, "the folder of -o")
     ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels))
     if args.action == "info":
@@ -48,8 +54,24 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
                 console.print(Text(f"  {line}"), soft_wrap=True)
     else:
         from ..images import save_image
-        out = save_image(preview_grid(ds, args.n), args.output)
+        if args.augment is not None:
+            out = save_image(_augmented(ds, args.n, policy, args.seed), args.output)
+        else:
+            out = save_image(preview_grid(ds, args.n), args.output)
         print(f"wrote {out}")
+
+
+def _augmented(ds, n: int, policy: tuple[str, ...], seed: int):
+    """The first n pictures as a GAN's discriminator sees them with ``policy`` (nn.augment), on a grid."""
+    import numpy as np
+    import torch
+
+    from ..images import make_grid
+    from ..nn.augment import augment
+    with torch.random.fork_rng(devices=[]):                      # the caller's random state is left alone
+        torch.manual_seed(seed)
+        x = augment(ds.batch(np.arange(min(n, len(ds)))).images, policy, 1.0)
+    return make_grid(x)
 
 
 # ---------------------------------------------------------------- eval
