@@ -28,6 +28,7 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
         from ..fileio import check_writable
         if args.n < 1:
             raise UsageError(f"-n must be at least 1, got {args.n}")
+        policy: tuple[str, ...] = ()
         if args.augment is not None:
             from ..nn.augment import parse_policy
             try:
