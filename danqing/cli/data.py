@@ -22,13 +22,13 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
         if path is not None:
             print(f"{args.source} is ready in {path}; train with --data {args.source}")
         return
+    policy: tuple[str, ...] = ()                   # preview --augment's transforms
     if args.action == "preview":                   # refused before the data is read
         from pathlib import Path
 
         from ..fileio import check_writable
         if args.n < 1:
             raise UsageError(f"-n must be at least 1, got {args.n}")
-        policy: tuple[str, ...] = ()
         if args.augment is not None:
             from ..nn.augment import parse_policy
             try:
