@@ -50,10 +50,11 @@ def model():
 def test_truncation_zero_is_the_class_mean_and_one_is_the_identity(model):
     z = torch.randn(4, model.config.z_dim, generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 3, 3, 7])
-    torch.testing.assert_close(model.ws(z, labels, 0.0)[:, 0], model.g.mapping.w_avg[labels])
-    torch.testing.assert_close(model.ws(z, labels, 1.0)[:, 0], model.g.mapping(z, labels))
-    half = model.ws(z, labels, 0.5)[:, 0]
-    torch.testing.assert_close(half, (model.g.mapping.w_avg[labels] + model.g.mapping(z, labels)) / 2)
+    cond = Cond(labels=labels)
+    torch.testing.assert_close(model.ws(z, cond, 0.0)[:, 0], model.g.mapping.w_avg[labels])
+    torch.testing.assert_close(model.ws(z, cond, 1.0)[:, 0], model.g.mapping(z, cond))
+    half = model.ws(z, cond, 0.5)[:, 0]
+    torch.testing.assert_close(half, (model.g.mapping.w_avg[labels] + model.g.mapping(z, cond)) / 2)
 
 
 def test_style_mixing(model):
@@ -77,3 +78,31 @@ def test_truncation_is_an_option_with_limits():
     assert painter(Request([0, 1], labels=[0, 1], options={"truncation": 0.7})).shape == (2, 3, 16, 16)
     with pytest.raises(PipelineError, match="truncation must be between 0 and 1, got 1.5"):
         painter(Request([0], labels=[0], options={"truncation": 1.5}))
+
+
+def test_a_prompt_conditioned_stylegan_trains_and_paints_from_pooled_text():
+    """With text_dim, the mapping network and the discriminator's projection read the pooled prompt."""
+    import dataclasses
+
+    from danqing.generate import Painter, Request
+    from danqing.protocol import Batch
+    fam = spec("stylegan")
+    c = dataclasses.replace(fam.presets["tiny"], num_classes=0, text_dim=8, text_tokens=4)
+    assert fam.facts(c).text is not None and fam.facts(c).text.dim == 8
+    torch.manual_seed(0)
+    model = fam.Model(c)
+    g = torch.Generator().manual_seed(3)
+    batch = Batch(torch.rand(4, 3, 16, 16, generator=g) * 2 - 1, cond=Cond(pooled=torch.randn(4, 8, generator=g)))
+    for ph in model.phases():
+        out = model.loss(batch, ph.name, 0, {})
+        assert torch.isfinite(out["loss"])
+    with pytest.raises(ValueError, match="paints from text"):
+        model.loss(Batch(batch.images), "d", 0, {})
+
+    def encode(texts):                                   # a stand-in encoder: one random vector per word count
+        return Cond(pooled=torch.stack([torch.randn(8, generator=torch.Generator().manual_seed(len(t.split())))
+                                        for t in texts]))
+    painter = Painter(model.eval(), fam, encode_text=encode)
+    a = painter(Request([1, 2], ["a fox", "a fox"]))
+    b = painter(Request([1, 2], ["a red fox face", "a red fox face"]))
+    assert a.shape == (2, 3, 16, 16) and not torch.equal(a, b)

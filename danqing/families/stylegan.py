@@ -34,7 +34,7 @@ from ..nn.augment import Augmenter, d_loss, r1_loss, see
 from ..nn.blocks import minibatch_std
 from ..nn.equalized import Conv, Linear, lrelu, modulated_conv
 from ..options import option
-from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, Optim, Phase, lazy, randn
+from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, Optim, Phase, TextSpec, lazy, randn
 
 LAYERS = ("coarse", "middle", "fine")          # the style-mixing layer ranges: 4-8 px, 16-32 px, 64 px and up
 
@@ -50,6 +50,9 @@ class Config:
     d_channels: int = 256
     min_channels: int = 32
     num_classes: int = 0
+    text_dim: int = 0                    # > 0: conditioned on the pooled prompt of this text encoder (MiniLM: 384)
+    text_tokens: int = 32
+    text_encoder: str = ""
     r1_gamma: float = 0.2                # StyleGAN2-ADA picks gamma by resolution: 0.01-1 for 32-128 px
     r1_every: int = 16
     pl_weight: float = 2.0               # StyleGAN2: 2 (0 = off)
@@ -112,6 +115,11 @@ class ToRGB(nn.Module):
 
 # ---------------------------------------------------------------- networks
 
+def normalise(x: Tensor) -> Tensor:
+    """Each row scaled to unit mean square (StyleGAN's pixel norm of z and of the condition embeddings)."""
+    return x * (x.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+
+
 class Mapping(nn.Module):
     """z (B, z_dim) [+ class] -> w (B, w_dim): normalise, concatenate the normalised class embedding, then
     ``mapping_layers`` fully connected layers at 0.01 of the learning rate.  Tracks the mean w (per class)."""
@@ -119,23 +127,30 @@ class Mapping(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         self.embed = Linear(c.num_classes, c.w_dim) if c.num_classes else None
-        dims = [c.z_dim + (c.w_dim if c.num_classes else 0)] + [c.w_dim] * c.mapping_layers
+        self.text = Linear(c.text_dim, c.w_dim) if c.text_dim else None
+        conds = (1 if c.num_classes else 0) + (1 if c.text_dim else 0)
+        dims = [c.z_dim + conds * c.w_dim] + [c.w_dim] * c.mapping_layers
         self.layers = nn.ModuleList(Linear(a, b, lr_mult=0.01) for a, b in zip(dims, dims[1:]))
         self.register_buffer("w_avg", torch.zeros(max(1, c.num_classes), c.w_dim))
 
-    def forward(self, z: Tensor, labels: Tensor | None) -> Tensor:
-        x = z * (z.square().mean(1, keepdim=True) + 1e-8).rsqrt()
+    def forward(self, z: Tensor, cond: Cond | None) -> Tensor:
+        parts = [normalise(z)]
         if self.embed is not None:
-            assert labels is not None
-            y = self.embed(F.one_hot(labels, self.embed.weight.shape[1]).to(z.dtype))
-            x = torch.cat([x, y * (y.square().mean(1, keepdim=True) + 1e-8).rsqrt()], dim=1)
+            assert cond is not None and cond.labels is not None
+            parts.append(normalise(self.embed(F.one_hot(cond.labels, self.embed.weight.shape[1]).to(z.dtype))))
+        if self.text is not None:
+            assert cond is not None and cond.pooled is not None
+            parts.append(normalise(self.text(cond.pooled.to(z.dtype))))
+        x = torch.cat(parts, dim=1)
         for layer in self.layers:
             x = lrelu(layer(x))
         return x
 
-    def mean(self, labels: Tensor | None, n: int) -> Tensor:
+    def mean(self, cond: Cond | None, n: int) -> Tensor:
         """The tracked mean w of each picture's class (or the only one), (n, w_dim)."""
-        return self.w_avg[labels] if labels is not None and self.embed is not None else self.w_avg[:1].expand(n, -1)
+        if self.embed is not None and cond is not None and cond.labels is not None:
+            return self.w_avg[cond.labels]
+        return self.w_avg[:1].expand(n, -1)
 
 
 class Synthesis(nn.Module):
@@ -201,18 +216,25 @@ class Discriminator(nn.Module):
         self.conv = Conv(ch[-1] + 1, ch[-1], 3)
         self.fc = Linear(ch[-1] * 16, ch[-1])
         self.cmap = Linear(c.num_classes, ch[-1]) if c.num_classes else None
-        self.out = Linear(ch[-1], ch[-1] if c.num_classes else 1)
+        self.tmap = Linear(c.text_dim, ch[-1]) if c.text_dim else None
+        self.out = Linear(ch[-1], ch[-1] if c.num_classes or c.text_dim else 1)
 
-    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Cond | None = None) -> Tensor:
         x = lrelu(self.fromrgb(x))
         for block in self.blocks:
             x = block(x)
         x = lrelu(self.conv(minibatch_std(x, 4)))
         x = self.out(lrelu(self.fc(x.flatten(1))))
-        if self.cmap is None:
+        if self.cmap is None and self.tmap is None:
             return x[:, 0]
-        assert labels is not None
-        y = self.cmap(F.one_hot(labels, self.cmap.weight.shape[1]).to(x.dtype))
+        assert cond is not None
+        y = torch.zeros_like(x)
+        if self.cmap is not None:
+            assert cond.labels is not None
+            y = y + self.cmap(F.one_hot(cond.labels, self.cmap.weight.shape[1]).to(x.dtype))
+        if self.tmap is not None:
+            assert cond.pooled is not None
+            y = y + self.tmap(cond.pooled.to(x.dtype))
         return (x * y).sum(1) / math.sqrt(x.shape[1])
 
 
@@ -248,19 +270,24 @@ class StyleGAN(nn.Module):
         return out
 
     # ---------------------------------------------------------------- styles
-    def _labels(self, labels: Tensor | None) -> Tensor | None:
-        if not self.config.num_classes:
-            return None
-        if labels is None:
+    def _cond(self, labels: Tensor | None, text: Cond | None) -> Cond | None:
+        """The class labels and pooled prompts the model reads (None when it reads neither)."""
+        c = self.config
+        if c.num_classes and labels is None:
             raise ValueError("this StyleGAN is class-conditional: give class labels (data with classes, or --class)")
-        return labels
+        if c.text_dim and (text is None or text.pooled is None):
+            raise ValueError("this StyleGAN paints from text: give a prompt (train it on captioned data)")
+        if not c.num_classes and not c.text_dim:
+            return None
+        return Cond(labels=labels if c.num_classes else None,
+                    pooled=text.pooled if c.text_dim and text is not None else None)
 
-    def ws(self, z: Tensor, labels: Tensor | None, truncation: float = 1.0) -> Tensor:
+    def ws(self, z: Tensor, cond: Cond | None, truncation: float = 1.0) -> Tensor:
         """Styles (B, num_ws, w_dim) of z (B, z_dim): one w for every layer, pulled towards the mean w of each
         picture's class by ``truncation`` psi (w' = w_avg + psi (w - w_avg), StyleGAN sec. B)."""
-        w = self.g.mapping(z, labels)
+        w = self.g.mapping(z, cond)
         if truncation != 1.0:
-            mean = self.g.mapping.mean(labels, len(w)).to(w.dtype)
+            mean = self.g.mapping.mean(cond, len(w)).to(w.dtype)
             w = mean + truncation * (w - mean)
         return w[:, None].expand(-1, self.num_ws, -1)
 
@@ -275,11 +302,12 @@ class StyleGAN(nn.Module):
         return [randn((n, *shape), generator, device) for shape in self.g.synthesis.noise_shapes()]
 
     # ---------------------------------------------------------------- training
-    def _fake(self, b: int, labels: Tensor | None, device: torch.device, track: bool = False) -> tuple[Tensor, Tensor]:
+    def _fake(self, b: int, cond: Cond | None, device: torch.device, track: bool = False) -> tuple[Tensor, Tensor]:
         """Pictures from fresh z, with style mixing regularisation (StyleGAN sec. 3.1); returns (pictures, ws)."""
         c = self.config
         z = torch.randn(b, c.z_dim, device=device)
-        w = self.g.mapping(z, labels)
+        w = self.g.mapping(z, cond)
+        labels = None if cond is None else cond.labels
         if track:                                                  # the mean w, per class, for truncation
             with torch.no_grad():
                 k = max(1, c.num_classes)
@@ -292,28 +320,28 @@ class StyleGAN(nn.Module):
         ws = w[:, None].repeat(1, self.num_ws, 1)
         if c.mixing > 0 and float(torch.rand(())) < c.mixing:
             cut = int(torch.randint(1, self.num_ws, ()))
-            ws[:, cut:] = self.g.mapping(torch.randn(b, c.z_dim, device=device), labels)[:, None]
+            ws[:, cut:] = self.g.mapping(torch.randn(b, c.z_dim, device=device), cond)[:, None]
         return self.g.synthesis(ws, self._layer_noise(b, None, device)), ws
 
     def loss(self, batch: Batch, phase: str, step: int = 0, carry: dict[str, Any] | None = None) -> dict[str, Tensor]:
         c = self.config
         real = batch.images
         b, dev = real.shape[0], real.device
-        labels = self._labels(batch.labels)
+        cond = self._cond(batch.labels, batch.cond)
         if phase == "d":
             with torch.no_grad():
-                fake, _ = self._fake(b, labels, dev)
-            return d_loss(self.d, self.aug, real, fake, labels, step)
+                fake, _ = self._fake(b, cond, dev)
+            return d_loss(self.d, self.aug, real, fake, cond, step)
         if phase == "d_reg":
-            return r1_loss(self.d, self.aug, real, labels, c.r1_gamma, c.r1_every)
+            return r1_loss(self.d, self.aug, real, cond, c.r1_gamma, c.r1_every)
         if phase == "g":
-            fake, _ = self._fake(b, labels, dev, track=True)
-            return {"loss": F.softplus(-self.d(see(self.aug, fake), labels)).mean()}
+            fake, _ = self._fake(b, cond, dev, track=True)
+            return {"loss": F.softplus(-self.d(see(self.aug, fake), cond)).mean()}
         if phase == "g_reg":
             # StyleGAN2 eq. 4: E_{w,y} (||J_w^T y||_2 - a)^2, y ~ N(0, I) / sqrt(H W), a a running mean; half batch
             half = max(1, b // 2)
             with torch.autocast(dev.type, enabled=False):
-                sub = None if labels is None else labels[:half]
+                sub = None if cond is None else cond.rows(slice(0, half))
                 fake, ws = self._fake(half, sub, dev)
                 y = torch.randn_like(fake) / math.sqrt(fake.shape[-1] * fake.shape[-2])
                 (grad,) = torch.autograd.grad((fake * y).sum(), ws, create_graph=True)
@@ -337,12 +365,12 @@ class StyleGAN(nn.Module):
         ``options``: truncation psi, and style mixing with the styles of ``mix_seed`` in ``mix_layers``."""
         o = options if options is not None else Options()
         z = self.noise(n, generator) if noise is None else noise.to(self.pl_mean.device)
-        labels = self._labels(None if cond is None else cond.labels)
-        labels = None if labels is None else labels.to(z.device)
-        ws = self.ws(z, labels, o.truncation).clone()
+        wanted = self._cond(None if cond is None else cond.labels, cond)
+        wanted = None if wanted is None else wanted.to(z.device)
+        ws = self.ws(z, wanted, o.truncation).clone()
         if o.mix_seed is not None:
             other = randn((1, self.config.z_dim), [torch.Generator(z.device.type).manual_seed(o.mix_seed)], z.device)
-            mixed = self.ws(other.expand(n, -1), labels, o.truncation)
+            mixed = self.ws(other.expand(n, -1), wanted, o.truncation)
             picked = list(self.mix_range(o.mix_layers))
             ws[:, picked] = mixed[:, picked]
         return self.g.synthesis(ws, self._layer_noise(n, generator, z.device)).float().clamp(-1, 1)
@@ -368,7 +396,8 @@ TRAIN_DEFAULTS: dict[str, object] = {"lr": 2.5e-3, "betas": (0.0, 0.99), "warmup
 
 
 def facts(c: Config) -> Facts:
-    return Facts(c.image_size, c.image_channels, c.num_classes)
+    text = TextSpec(c.text_dim, c.text_tokens, c.text_encoder or "minilm") if c.text_dim else None
+    return Facts(c.image_size, c.image_channels, c.num_classes, text)
 
 
 SPEC = FamilySpec("stylegan", Config, StyleGAN, PRESETS, "StyleGAN2: mapping network, modulated convolutions, "

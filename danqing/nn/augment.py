@@ -16,6 +16,8 @@ Pictures are (B, C, H, W) in [-1, 1].
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -149,11 +151,11 @@ def see(aug: Augmenter | None, x: Tensor) -> Tensor:
     return x if aug is None else aug(x)
 
 
-def d_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, fake: Tensor, labels: Tensor | None,
+def d_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, fake: Tensor, condition: Any,
            step: int) -> dict[str, Tensor]:
-    """The discriminator's non-saturating logistic loss (Goodfellow et al. 2014, sec. 3) on augmented pictures;
-    ADA counts the signs of D(real) here."""
-    real_logit, fake_logit = d(see(aug, real), labels), d(see(aug, fake), labels)
+    """The discriminator's non-saturating logistic loss (Goodfellow et al. 2014, sec. 3) on augmented pictures,
+    ``condition`` passed to ``d`` as its second argument; ADA counts the signs of D(real) here."""
+    real_logit, fake_logit = d(see(aug, real), condition), d(see(aug, fake), condition)
     out = {"loss": F.softplus(fake_logit).mean() + F.softplus(-real_logit).mean(),
            "d_real": real_logit.detach().float().mean(), "d_fake": fake_logit.detach().float().mean()}
     if aug is not None:
@@ -162,12 +164,12 @@ def d_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, fake: Tensor
     return out
 
 
-def r1_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, labels: Tensor | None, gamma: float,
+def r1_loss(d: torch.nn.Module, aug: Augmenter | None, real: Tensor, condition: Any, gamma: float,
             every: int) -> dict[str, Tensor]:
     """R1 = gamma/2 E||grad_x D(x)||^2 on reals (Mescheder et al. 2018, eq. 9), times the lazy interval
     (StyleGAN2 sec. 3.1); in fp32, as second derivatives need."""
     with torch.autocast(real.device.type, enabled=False):
         x = real.detach().float().requires_grad_(True)
-        (grad,) = torch.autograd.grad(d(see(aug, x), labels).sum(), x, create_graph=True)
+        (grad,) = torch.autograd.grad(d(see(aug, x), condition).sum(), x, create_graph=True)
         r1 = grad.square().sum(dim=(1, 2, 3)).mean()
     return {"loss": 0.5 * gamma * every * r1, "r1": r1.detach()}
