@@ -106,3 +106,24 @@ def test_a_prompt_conditioned_stylegan_trains_and_paints_from_pooled_text():
     a = painter(Request([1, 2], ["a fox", "a fox"]))
     b = painter(Request([1, 2], ["a red fox face", "a red fox face"]))
     assert a.shape == (2, 3, 16, 16) and not torch.equal(a, b)
+
+
+def test_mix_grid_sheet(tmp_path, capsys):
+    """`danqing sample RUN --mix-grid ROWS/COLS`: (rows + 1) x (cols + 1) cells; a row seed mixed with itself is
+    its own picture; seeds that are not numbers are one clear line."""
+    import numpy as np
+    from PIL import Image
+
+    from danqing.cli import main
+    assert main(["train", "stylegan", "--data", "digits", "--preset", "tiny", "--steps", "1", "--batch-size", "4",
+                 "-q", "--bf16", "off", "--train.sample_every=0", "--train.sample_n=1", "--out",
+                 str(tmp_path / "run")]) == 0
+    out = tmp_path / "mix.png"
+    assert main(["sample", str(tmp_path / "run"), "--mix-grid", "3,4/4,5,6", "--mix-layers", "coarse", "--bf16", "off",
+                 "-o", str(out)]) == 0
+    sheet = np.asarray(Image.open(out))
+    cell = lambda r, c: sheet[2 + r * 18: 2 + r * 18 + 16, 2 + c * 18: 2 + c * 18 + 16]   # 16 px, 2 px gutters
+    assert sheet.shape[:2] == (3 * 18 + 2, 4 * 18 + 2)
+    assert np.array_equal(cell(2, 0), cell(2, 1)) and not np.array_equal(cell(2, 0), cell(2, 2))
+    assert main(["sample", str(tmp_path / "run"), "--mix-grid", "x/1", "-o", str(out)]) == 2
+    assert "give the row seeds and the column seeds" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bf16", choices=["auto", "on", "off"], default="auto",
                    help="bf16 autocast (auto: where the hardware runs it natively; off: the fp32 reference)")
     s.add_argument("--nrow", type=int, help="images per row of the grid")
+    s.add_argument("--mix-grid", metavar="ROWS/COLS", help="style mixing sheet, e.g. 1,2,3/7,8,9: row seed r painted "
+                   "with the --mix-layers styles of column seed c (the seeds' own pictures on the edges)")
     s.add_argument("-o", "--output", default="samples.png")
     s.set_defaults(fn=cmd_sample)
 

@@ -84,11 +84,50 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
         labels = [c] * args.n
     elif painter.class_names:
         labels = [i % len(painter.class_names) for i in range(args.n)]     # one of each class, in turn
+    bf16 = use_bf16(args.bf16, painter.device)
+    if args.mix_grid is not None:
+        rows, cols = _seed_lists(args.mix_grid)
+        path = save_grid(_mix_sheet(painter, rows, cols, labels, chosen_options(args), bf16), args.output,
+                         nrow=len(cols) + 1)
+        print(f"wrote {path} (rows: seeds {rows}; columns: seeds {cols}; each row seed with the "
+              f"{chosen_options(args).get('mix_layers', 'fine')} styles of each column seed)")
+        return
     seeds = list(range(args.seed, args.seed + args.n))
-    images = painter(Request(seeds, labels=labels, options=chosen_options(args)),
-                     bf16=use_bf16(args.bf16, painter.device), batch_size=args.batch_size)
+    images = painter(Request(seeds, labels=labels, options=chosen_options(args)), bf16=bf16,
+                     batch_size=args.batch_size)
     path = save_grid(images, args.output, nrow=args.nrow)
     print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
+
+
+def _seed_lists(text: str) -> tuple[list[int], list[int]]:
+    """"1,2,3/7,8" -> ([1, 2, 3], [7, 8])."""
+    try:
+        rows, cols = ([int(v) for v in part.split(",") if v.strip()] for part in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--mix-grid {text!r}: give the row seeds and the column seeds, e.g. 1,2,3/7,8,9") from None
+    if not rows or not cols or len(rows) * len(cols) > 256 or min(rows + cols) < 0:
+        raise UsageError("--mix-grid: 1 to 256 cells of seeds 0 and up, e.g. 1,2,3/7,8,9")
+    return rows, cols
+
+
+def _mix_sheet(painter, rows: list[int], cols: list[int], labels: list[int] | None, options: dict[str, Any],
+               bf16: bool):
+    """(rows + 1) x (cols + 1) pictures: a blank corner, the column seeds' own pictures along the top, and each
+    row: the row seed's own picture, then the row seed mixed with each column seed (the ``mix_seed`` option)."""
+    import torch
+
+    from ..generate import Request
+
+    def row_labels(seeds: list[int], i: int) -> list[int] | None:
+        return None if labels is None else [labels[i % len(labels)]] * len(seeds)
+    plain = {k: v for k, v in options.items() if k != "mix_seed"}
+    top = painter(Request(cols, labels=None if labels is None else [labels[0]] * len(cols), options=plain), bf16=bf16)
+    out = [torch.ones_like(top[:1]), top]
+    for i, seed in enumerate(rows):
+        out.append(painter(Request([seed], labels=row_labels([seed], i), options=plain), bf16=bf16))
+        out += [painter(Request([seed], labels=row_labels([seed], i), options={**plain, "mix_seed": c}), bf16=bf16)
+                for c in cols]
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------- paint
