@@ -81,11 +81,7 @@ class Painter:
     # ---------------------------------------------------------------- checks
     def options(self, given: Mapping[str, Any]) -> Any:
         """The family's Options: the model's defaults with ``given`` put in (PipelineError if one does not fit)."""
-        try:
-            return resolve(self.spec.Options, self.spec.default_options(self.config), given,
-                           model=f"the {self.spec.name} model {self.name}")
-        except OptionError as e:
-            raise PipelineError(str(e)) from None
+        return family_options(self.spec, self.config, given, self.name)
 
     def check_size(self, size: int) -> None:
         check_size(self.facts, size, self.name)
@@ -203,6 +199,14 @@ class Painter:
             return cast(Generates, self.model).sample(n, cond, generator=gens, noise=noise, options=options)
 
 
+def family_options(spec: FamilySpec, config: Any, given: Mapping[str, Any], name: str = "this model") -> Any:
+    """The family's Options for a model built from ``config``: its defaults with ``given`` checked and put in."""
+    try:
+        return resolve(spec.Options, spec.default_options(config), given, model=f"the {spec.name} model {name}")
+    except OptionError as e:
+        raise PipelineError(str(e)) from None
+
+
 def check_size(facts: Facts, size: int, name: str = "this model") -> None:
     """A picture side the model can paint: its training size, or a multiple of its stride up to
     MAX_SIZE_FACTOR times the training size."""
@@ -243,4 +247,4 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return (wa * fa + wb * fb).to(a.dtype).view_as(a)
 
 
-__all__ = ["Painter", "PipelineError", "Request", "check_size", "sizes", "slerp"]
+__all__ = ["Painter", "PipelineError", "Request", "check_size", "family_options", "sizes", "slerp"]

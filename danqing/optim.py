@@ -37,10 +37,11 @@ def module_optims(phases: list[Phase]) -> dict[str, Optim]:
 def build_optimisers(model: nn.Module, phases: list[Phase],
                      tc: TrainConfig) -> tuple[dict[str, torch.optim.Optimizer], dict[str, list[nn.Parameter]]]:
     """One AdamW per module the phases name, over its trainable parameters (frozen ones are never touched)."""
+    settings = module_optims(phases)
     owned = {m: [p for p in (model.get_submodule(m) if m else model).parameters() if p.requires_grad]
-             for m in module_optims(phases)}
+             for m in settings}
     optims = {}
-    for m, o in module_optims(phases).items():
+    for m, o in settings.items():
         betas = o.betas or tc.betas
         optims[m] = torch.optim.AdamW(owned[m], lr=tc.lr * o.lr_mult,
                                       betas=(betas[0] ** o.beta_power, betas[1] ** o.beta_power),

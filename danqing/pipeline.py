@@ -31,9 +31,7 @@ from .version import __version__
 from . import checkpoint as ckpt
 from .config import ConfigError, from_dict
 from .families import spec as family_spec
-from .generate import Painter, PipelineError, Request, check_size, slerp
-from .options import OptionError
-from .options import resolve as resolve_options
+from .generate import Painter, PipelineError, Request, check_size, family_options, slerp
 from .images import save_with_params, to_pil
 from .pixels import from_uint8
 from .protocol import Cond, Denoises, FamilySpec, Scores
@@ -93,11 +91,17 @@ class Params:
     def painted_options(self, names: list[str]) -> dict[str, Any]:
         """The options this picture was painted with, among ``names`` (a PNG from before options were recorded
         has only the A1111 ones; its strength counts only when it started from an input picture)."""
-        if self.options:
-            return {k: v for k, v in self.options.items() if k in names}
-        legacy = {"sampler": self.sampler, "steps": self.steps, "guidance": self.guidance,
-                  **({"strength": self.strength} if self.init_image else {})}
-        return {k: v for k, v in legacy.items() if k in names}
+        given = self.options or a1111_options(self.sampler, self.steps, self.guidance, self.strength,
+                                              self.init_image)
+        return {k: v for k, v in given.items() if k in names}
+
+
+def a1111_options(sampler: str | None, steps: int | None, guidance: float | None, strength: float | None,
+                  from_picture: bool) -> dict[str, Any]:
+    """The options A1111's fields name, those that are set (strength only counts for an input picture): what
+    PNGs painted before options were recorded, top-level studio fields and old queued jobs give."""
+    named = {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength if from_picture else None}
+    return {k: v for k, v in named.items() if v is not None}
 
 
 def _check_count(name: str, value: object, limits: tuple[int, int]) -> None:
@@ -124,11 +128,11 @@ def read_parameters(path: str | Path) -> Params:
     except (ValueError, RecursionError) as e:
         raise PipelineError(f"{path}'s danqing parameters are not valid JSON ({type(e).__name__}); the PNG's "
                             "metadata was edited or damaged") from None
+    if not isinstance(data, dict):
+        raise PipelineError(f"{path}'s danqing parameters are not an object; the PNG's metadata was edited")
     if data.get("kind", "paint") != "paint":
         raise PipelineError(f"{path} was made by `danqing {data['kind']}`, not painted: repeat it with that command "
                             "(its parameters are in the PNG's `danqing` chunk)")
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}'s danqing parameters are not an object; the PNG's metadata was edited")
     known = set(Params.__dataclass_fields__)
     try:
         return from_dict(Params, {k: v for k, v in data.items() if k in known}, where="the PNG's ")
@@ -385,10 +389,7 @@ def precheck(name_or_path: str | Path, *, n: int = 1, best_of: int = 1, size: in
     name = Path(name_or_path).name
     if size is not None:
         check_size(fam.facts(config), size, name)
-    try:
-        resolve_options(fam.Options, fam.default_options(config), options or {}, model=f"the {fam.name} model {name}")
-    except OptionError as e:
-        raise PipelineError(str(e)) from None
+    family_options(fam, config, options or {}, name)
 
 
 def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cpu",
@@ -415,5 +416,5 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
     return [folder / f"{i:04d}.png" for i in range(start, start + n)]
 
 
-__all__ = ["Params", "Pipeline", "PipelineError", "bundled", "load", "next_paths", "precheck", "read_parameters",
-           "resolve_model", "slerp"]
+__all__ = ["Params", "Pipeline", "PipelineError", "a1111_options", "bundled", "load", "next_paths", "precheck",
+           "read_parameters", "resolve_model", "slerp"]

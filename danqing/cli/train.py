@@ -56,7 +56,6 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     for k in ("size", "channels"):
         if k in ov["data"]:
             raise UsageError(f"--data.{k} follows the model; set --model.image_{k} instead")
-    check_training(fam, model_cfg, train_cfg.batch_size)     # before the data is loaded at the model's size
     facts = fam.facts(model_cfg)
     data_cfg = override(DataConfig(source=args.data, size=facts.image_size, channels=facts.image_channels,
                                    flip=args.flip), ov["data"], prefix="data.")
@@ -64,6 +63,7 @@ def cmd_train(args: argparse.Namespace, extra: Sequence[str]) -> None:
     # a config with a num_classes field is class-conditional when it is above 0: follow the data's classes
     takes_classes = "num_classes" in {f.name for f in dataclasses.fields(model_cfg)}
     if takes_classes and "num_classes" not in ov["model"] and fam.facts(model_cfg).text is None:
+        check_training(fam, model_cfg, train_cfg.batch_size)  # before the data is loaded at the model's size
         ds = load_dataset(data_cfg, progress=not args.quiet)
         n = len(ds.class_names) if ds.labels is not None else 0
         if n != model_cfg.num_classes:

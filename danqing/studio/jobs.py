@@ -407,6 +407,5 @@ def _options(req: dict[str, Any]) -> dict[str, Any]:
     """The model options of a stored job (jobs queued before options were recorded name the A1111 ones)."""
     if req.get("options") is not None:
         return dict(req["options"])
-    legacy = {"steps": req["steps"], "guidance": req["guidance"], "sampler": req["sampler"],
-              "strength": req["strength"] if req["init_image"] is not None else None}
-    return {k: v for k, v in legacy.items() if v is not None}
+    return pl.a1111_options(req["sampler"], req["steps"], req["guidance"], req["strength"],
+                            req["init_image"] is not None)

@@ -259,9 +259,9 @@ def _options(req: JobRequest, model: dict[str, Any]) -> dict[str, Any]:
     from ..options import OptionError, check_value
 
     infos = _option_infos(model)
-    legacy = {"steps": req.steps, "guidance": req.guidance, "sampler": req.sampler,
-              "strength": req.strength if req.init_image is not None else None}
-    chosen = {k: v for k, v in legacy.items() if v is not None and k in infos}
+    from ..pipeline import a1111_options
+    top = a1111_options(req.sampler, req.steps, req.guidance, req.strength, req.init_image is not None)
+    chosen = {k: v for k, v in top.items() if k in infos}
     for name, value in (req.options or {}).items():
         if name not in infos:
             raise Invalid("options", f"{name} is not an option of {model['name']} (its options: "
