@@ -34,6 +34,7 @@ class DataConfig:
     fit: Literal["crop", "pad"] = "crop"   # resize the short side and centre-crop, or the long side and pad
     flip: bool = False              # random horizontal flips while training
     max_pixels: int = 64_000_000    # larger images are refused as decompression bombs
+    select: str = ""                # regex: keep only the pictures whose caption it matches ("" = all)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source must be a built-in name or a folder path")
@@ -41,6 +42,10 @@ class DataConfig:
         _check(self.channels in (1, 3), f"data.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         _check(self.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {self.fit!r}")
         _check(self.max_pixels >= 1, "data.max_pixels must be at least 1")
+        try:
+            re.compile(self.select)
+        except re.error as e:
+            raise ConfigError(f"data.select must be a regular expression, got {self.select!r} ({e})") from None
 
 
 @dataclass(frozen=True)

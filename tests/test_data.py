@@ -406,3 +406,25 @@ def test_real_mnist_fetch():
     path = fetch("mnist")
     ds = load("mnist", size=28, channels=1)
     assert path.is_file() and len(ds) == 10_000 and ds.labels.tolist().count(1) == 1127
+
+
+def test_select_keeps_the_pictures_whose_caption_matches(tmp_path):
+    root = tmp_path / "pets"
+    for rel, colour in [("cats/a.png", RED), ("dogs/b.png", GREEN), ("dogs/c.png", BLUE)]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        solid((12, 12), colour).save(root / rel)
+    (root / "metadata.jsonl").write_text("\n".join(json.dumps(e) for e in [
+        {"file_name": "cats/a.png", "text": "a cat face"}, {"file_name": "dogs/b.png", "text": "a dog"},
+        {"file_name": "dogs/c.png", "text": "a dog face"}]) + "\n")
+    whole = load(root, size=8)
+    ds = load_dataset(DataConfig(source=str(root), size=8, select=r"\bface$"))
+    assert ds.captions == ["a cat face", "a dog face"] and len(ds) == 2
+    assert ds.class_names == ["cats", "dogs"] and ds.labels.tolist() == [0, 1]      # class ids keep their meaning
+    assert np.array_equal(ds.images, whole.images[[0, 2]]) and "2 of 3" in ds.source
+    with pytest.raises(DataError, match="matches none of the 3 captions"):
+        load_dataset(DataConfig(source=str(root), size=8, select="bird"))
+    with pytest.raises(ConfigError, match="data.select must be a regular expression"):
+        DataConfig(source=str(root), select="(")
+    (root / "metadata.jsonl").unlink()
+    with pytest.raises(DataError, match="has no captions"):
+        load_dataset(DataConfig(source=str(root), size=8, select="cat"))

@@ -30,10 +30,12 @@ new cache.  ``flip`` is applied per batch and is not part of it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import warnings
 from collections import Counter
@@ -131,7 +133,26 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         ds = _open_cache(root, fp, source) or _build_folder(scan, cfg, root, fp, source, progress)
     if ds.skipped:
         skips.warn_once(skips.report(ds), stacklevel=2)
-    return ds
+    return select(ds, cfg.select) if cfg.select else ds
+
+
+def select(ds: ImageDataset, pattern: str) -> ImageDataset:
+    """The pictures of ``ds`` whose caption ``pattern`` matches (``re.search``), in their order, held in memory;
+    the class names stay as they are, so class ids mean the same with and without the selection."""
+    if ds.captions is None:
+        raise DataError(f"data.select picks pictures by caption, but {ds.source} has no captions; add a "
+                        "metadata.jsonl or .txt captions, or leave data.select out")
+    wanted = re.compile(pattern)
+    keep = np.array([i for i, c in enumerate(ds.captions) if wanted.search(c)], dtype=np.int64)
+    if not keep.size:
+        raise DataError(f"data.select {pattern!r} matches none of the {len(ds)} captions of {ds.source}; "
+                        f"for example {ds.captions[0]!r}")
+    return dataclasses.replace(
+        ds, images=np.take(ds.images, keep, axis=0), labels=None if ds.labels is None else ds.labels[keep],
+        captions=[ds.captions[i] for i in keep],
+        variants=None if ds.variants is None else [ds.variants[i] for i in keep],
+        source=f"{ds.source}, the {keep.size} of {len(ds)} pictures whose caption matches {pattern!r}",
+        fingerprint=hashlib.sha256(f"{ds.fingerprint}/{pattern}".encode()).hexdigest()[:32])
 
 
 def _fingerprint(parts: list[Any]) -> str:

@@ -387,6 +387,9 @@ PRESETS: dict[str, Config] = {
     "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=64, d_channels=64,
                      num_classes=10, r1_gamma=0.05),
     "small": Config(image_size=32),
+    # the bundled emoji-faces model: 32x32 RGB, the five emoji styles as classes, ADA for its 560 pictures
+    "emoji": Config(image_size=32, z_dim=128, w_dim=128, g_channels=128, d_channels=128, num_classes=5,
+                    r1_gamma=0.1, augment="color,translation,cutout", ada=True, ada_kimg=20.0),
     "base": Config(image_size=64, z_dim=256, w_dim=256, g_channels=256, d_channels=256, r1_gamma=0.5),
 }
 
