@@ -242,11 +242,28 @@ class Likelihood(Protocol):
     def log_prob(self, images: Tensor, cond: Cond | None = None) -> Tensor: ...
 
 
+Distance = Callable[[Tensor, Tensor], Tensor]      # (B, C, H, W) x 2 in [-1, 1] -> (B,), differentiable
+
+
 @runtime_checkable
 class Projects(Protocol):
-    """Finds the latent code of a real picture (the inverse of ``sample`` from ``noise``)."""
+    """Finds the latent of a real picture, and paints from one: the inverse of painting from ``noise``.
 
-    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 100) -> Tensor: ...
+    ``project`` returns the latent as named tensors with the pictures along dim 0 (a StyleGAN's styles and
+    noise maps, a diffusion model's starting noise); ``render`` paints such a latent with the family's options,
+    moved ``strength`` (B,) of the way towards the pictures of the noise ``toward`` (an interpolation with a
+    sample).  ``spaces`` names the latent spaces ``project`` can search, the default first; ``distance`` is
+    what it minimises where it optimises (None: the family's own pixel distance); ``callback(i, steps,
+    pictures, loss)`` sees every step."""
+
+    spaces: ClassVar[tuple[str, ...]]
+
+    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 200, space: str = "",
+                distance: Distance | None = None, generator: Generators = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]: ...
+
+    def render(self, latent: Mapping[str, Tensor], cond: Cond | None = None, *, options: Any = None,
+               toward: Tensor | None = None, strength: Tensor | None = None) -> Tensor: ...
 
 
 @runtime_checkable

@@ -127,3 +127,64 @@ def test_mix_grid_sheet(tmp_path, capsys):
     assert np.array_equal(cell(2, 0), cell(2, 1)) and not np.array_equal(cell(2, 0), cell(2, 2))
     assert main(["sample", str(tmp_path / "run"), "--mix-grid", "x/1", "-o", str(out)]) == 2
     assert "give the row seeds and the column seeds" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def in_range():
+    """A tiny generator whose pictures stay inside [-1, 1] (an untrained one's are clipped in ~40% of their
+    values, and no latent reaches a clipped picture), with the mean style of each class tracked."""
+    torch.manual_seed(0)
+    fam = spec("stylegan")
+    m = fam.Model(fam.presets["tiny"]).eval()
+    with torch.no_grad():
+        for t in m.g.synthesis.torgb:
+            t.weight.mul_(0.25)
+        for k in range(m.config.num_classes):
+            m.g.mapping.w_avg[k] = m.g.mapping(torch.randn(1000, m.config.z_dim), Cond(labels=torch.full((1000,), k))).mean(0)
+    return m
+
+
+def test_projection_recovers_the_generators_own_sample(in_range):
+    """Projected into W, a picture the generator painted comes back to its own style (PSNR > 40 dB); W+ has
+    more freedom and lands elsewhere but still far closer than any other sample of the class."""
+    from danqing.projection import psnr
+
+    m, cond = in_range, Cond(labels=torch.tensor([3, 5]))
+    target = m.sample(2, cond, generator=generators([1, 2]))
+    true_w = m.g.mapping(torch.stack([m.noise(1, generators([s]))[0] for s in (1, 2)]), cond)
+    others = m.sample(16, Cond(labels=torch.tensor([3, 5] * 8)), generator=generators(range(10, 26)))
+    nearest_other = psnr(others, target.repeat(8, 1, 1, 1)).view(8, 2).max(0).values
+    found = {}
+    for space in ("w", "w+"):
+        found[space] = m.project(target, cond, steps=150, space=space, generator=torch.Generator().manual_seed(0))
+        assert found[space]["ws"].shape == (2, m.num_ws, m.config.w_dim)
+        got = psnr(m.render(found[space], cond), target)
+        assert (got > nearest_other + 8).all(), (space, got, nearest_other)
+    assert (psnr(m.render(found["w"], cond), target) > 40).all()
+    start = (m.g.mapping.w_avg[[3, 5]] - true_w).norm(dim=1)              # the search starts at the class mean
+    assert ((found["w"]["ws"][:, 0] - true_w).norm(dim=1) < 0.1 * start).all()
+    with pytest.raises(ValueError, match="projects into w or w\\+"):
+        m.project(target, cond, steps=1, space="z")
+
+
+def test_render_edits_a_projected_latent_like_a_sample(in_range):
+    """A sample's own styles and noise, rendered, are the sample; rendering moves them all the way to another
+    seed's styles, truncates them to the class mean at psi 0, and mixes in a seed as ``sample`` does."""
+    m, cond = in_range, Cond(labels=torch.tensor([4]))
+    z = m.noise(1, generators([3]))
+    gen = generators([3])
+    m.noise(1, gen)                                                 # the maps come after z from the same generator
+    latent = {"ws": m.ws(z, cond), **{f"noise.{i}": t for i, t in enumerate(m._layer_noise(1, gen, z.device))}}
+    sample = m.sample(1, cond, generator=generators([3]))
+    torch.testing.assert_close(m.render(latent, cond), sample)
+    mixed = m.sample(1, cond, generator=generators([3]), options=Options(mix_seed=8, mix_layers="coarse"))
+    torch.testing.assert_close(m.render(latent, cond, options=Options(mix_seed=8, mix_layers="coarse")), mixed)
+    other = m.noise(1, generators([6]))
+    toward = m.render(latent, cond, toward=other, strength=torch.ones(1))
+    maps = [latent[f"noise.{i}"] for i in range(len(m.g.synthesis.convs))]
+    torch.testing.assert_close(toward, m.g.synthesis(m.ws(other, cond), maps).clamp(-1, 1))
+    mean = m.render(latent, cond, options=Options(truncation=0.0))
+    torch.testing.assert_close(mean, m.g.synthesis(m.g.mapping.w_avg[[4]][:, None].expand(-1, m.num_ws, -1),
+                                                   maps).clamp(-1, 1))
+    with pytest.raises(ValueError, match="projected with another model"):
+        m.render({**latent, "ws": latent["ws"][:, :2]}, cond)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,8 +34,10 @@ from torch import Tensor, nn
 from ..nn.augment import Augmenter, d_loss, r1_loss, see
 from ..nn.blocks import minibatch_std
 from ..nn.equalized import Conv, Linear, lrelu, modulated_conv
+from .. import projection
 from ..options import option
-from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, Optim, Phase, TextSpec, lazy, randn
+from ..protocol import (Batch, Cond, Distance, Facts, FamilySpec, Generates, Generators, Optim, Phase, Projects,
+                        TextSpec, lazy, randn)
 
 LAYERS = ("coarse", "middle", "fine")          # the style-mixing layer ranges: 4-8 px, 16-32 px, 64 px and up
 
@@ -358,6 +361,18 @@ class StyleGAN(nn.Module):
         """The latent codes z (n, z_dim) that ``sample`` maps to pictures."""
         return randn((n, self.config.z_dim), generator, self.pl_mean.device)
 
+    def _mixed(self, ws: Tensor, cond: Cond | None, o: Options) -> Tensor:
+        """``ws`` (B, num_ws, w_dim) with the ``mix_layers`` styles of the seed ``mix_seed``, if one is given."""
+        if o.mix_seed is None:
+            return ws
+        n = len(ws)
+        other = randn((1, self.config.z_dim), [torch.Generator(ws.device.type).manual_seed(o.mix_seed)], ws.device)
+        mixed = self.ws(other.expand(n, -1), cond, o.truncation)
+        picked = list(self.mix_range(o.mix_layers))
+        ws = ws.clone()
+        ws[:, picked] = mixed[:, picked]
+        return ws
+
     @torch.no_grad()
     def sample(self, n: int, cond: Cond | None = None, *, generator: Generators = None, noise: Tensor | None = None,
                options: Options | None = None) -> Tensor:
@@ -365,16 +380,87 @@ class StyleGAN(nn.Module):
         ``options``: truncation psi, and style mixing with the styles of ``mix_seed`` in ``mix_layers``."""
         o = options if options is not None else Options()
         z = self.noise(n, generator) if noise is None else noise.to(self.pl_mean.device)
-        wanted = self._cond(None if cond is None else cond.labels, cond)
-        wanted = None if wanted is None else wanted.to(z.device)
-        ws = self.ws(z, wanted, o.truncation).clone()
-        if o.mix_seed is not None:
-            other = randn((1, self.config.z_dim), [torch.Generator(z.device.type).manual_seed(o.mix_seed)], z.device)
-            mixed = self.ws(other.expand(n, -1), wanted, o.truncation)
-            picked = list(self.mix_range(o.mix_layers))
-            ws[:, picked] = mixed[:, picked]
+        wanted = self._wanted(cond, z.device)
+        ws = self._mixed(self.ws(z, wanted, o.truncation), wanted, o)
         return self.g.synthesis(ws, self._layer_noise(n, generator, z.device)).float().clamp(-1, 1)
 
+    def _wanted(self, cond: Cond | None, device: torch.device) -> Cond | None:
+        wanted = self._cond(None if cond is None else cond.labels, cond)
+        return None if wanted is None else wanted.to(device)
+
+    # ---------------------------------------------------------------- projection
+    spaces = ("w", "w+")            # one style for every layer (the StyleGAN2 projector), or one a layer
+
+    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 200, space: str = "",
+                distance: Distance | None = None, generator: Generators = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
+        """The styles and noise maps that paint ``images`` (B, C, S, S) in [-1, 1], found by the StyleGAN2
+        projector's optimisation (see ``danqing.projection``): {"ws": (B, num_ws, w_dim), "noise.i": (B, 1, H, W)}.
+        The search starts at the mean style of each picture's class; ``space`` "w" optimises one style for all
+        layers, "w+" one a layer (closer reconstructions, edits that stray further from the model's pictures)."""
+        space = space or self.spaces[0]
+        if space not in self.spaces:
+            raise ValueError(f"a StyleGAN projects into {' or '.join(self.spaces)}, not {space!r}")
+        c, dev, n = self.config, self.pl_mean.device, len(images)
+        target = images.to(dev).float()
+        wanted = self._wanted(cond, dev)
+        rng = generator if generator is None or isinstance(generator, torch.Generator) else generator[0]
+        with torch.no_grad():                       # the spread of the styles, from 10,000 of them (appendix D)
+            z = randn((10_000, c.z_dim), rng, dev)
+            k = max(1, c.num_classes) if wanted is not None and wanted.labels is not None else 1
+            spread = self.g.mapping(z, self._probe(wanted, k, 10_000)).float().var(0).sum().sqrt().item()
+        start = self.g.mapping.mean(wanted, n).float()                              # (B, w_dim)
+        w = start[:, None].repeat(1, 1 if space == "w" else self.num_ws, 1).requires_grad_(True)
+        maps = [t.requires_grad_(True) for t in self._layer_noise(n, rng, dev)]
+        schedule = projection.Schedule()
+        opt = torch.optim.Adam([w, *maps], lr=schedule.lr, betas=(0.9, 0.999))
+        distance = distance or projection.pixel_distance
+        for i in range(steps):
+            t = i / steps
+            for group in opt.param_groups:
+                group["lr"] = projection.learning_rate(t, schedule)
+            shake = torch.randn(w.shape, generator=rng, device=dev) * projection.latent_noise(t, spread, schedule)
+            picture = self.g.synthesis((w + shake).expand(-1, self.num_ws, -1), maps)
+            loss = distance(picture, target).sum() + schedule.noise_weight * projection.noise_penalty(maps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            projection.renormalise(maps)
+            if callback is not None:
+                callback(i, steps, picture.detach(), float(loss))
+        out = {"ws": w.detach().expand(-1, self.num_ws, -1).clone()}
+        out.update({f"noise.{i}": m.detach().clone() for i, m in enumerate(maps)})
+        return out
+
+    def _probe(self, wanted: Cond | None, k: int, n: int) -> Cond | None:
+        """The condition of ``n`` probes: the classes in turn (or the first picture's prompt)."""
+        if wanted is None:
+            return None
+        labels = None if wanted.labels is None else torch.arange(n, device=wanted.labels.device) % k
+        pooled = None if wanted.pooled is None else wanted.pooled[:1].expand(n, -1)
+        return Cond(labels=labels, pooled=pooled)
+
+    @torch.no_grad()
+    def render(self, latent: Mapping[str, Tensor], cond: Cond | None = None, *, options: Options | None = None,
+               toward: Tensor | None = None, strength: Tensor | None = None) -> Tensor:
+        """The pictures of a projected latent: its styles moved ``strength`` of the way (linearly, in W) to those
+        of the codes ``toward`` (B, z_dim), truncated towards the class mean by psi, mixed with ``mix_seed``."""
+        o = options if options is not None else Options()
+        dev = self.pl_mean.device
+        ws = latent["ws"].to(dev).float()
+        n = len(ws)
+        if ws.shape[1:] != (self.num_ws, self.config.w_dim):
+            raise ValueError(f"the latent's styles are {tuple(ws.shape[1:])}, this model's "
+                             f"({self.num_ws}, {self.config.w_dim}): it was projected with another model")
+        maps = [latent[f"noise.{i}"].to(dev).float() for i in range(len(self.g.synthesis.convs))]
+        wanted = self._wanted(cond, dev)
+        if toward is not None:
+            amount = torch.zeros(n, device=dev) if strength is None else strength.to(dev).float()
+            ws = ws.lerp(self.ws(toward.to(dev), wanted), amount[:, None, None])
+        if o.truncation != 1.0:
+            mean = self.g.mapping.mean(wanted, n)[:, None].float()
+            ws = mean + o.truncation * (ws - mean)
+        return self.g.synthesis(self._mixed(ws, wanted, o), maps).float().clamp(-1, 1)
 
 Model = StyleGAN
 
@@ -404,5 +490,5 @@ def facts(c: Config) -> Facts:
 
 
 SPEC = FamilySpec("stylegan", Config, StyleGAN, PRESETS, "StyleGAN2: mapping network, modulated convolutions, "
-                  "truncation and style mixing", TRAIN_DEFAULTS, Options, frozenset({Generates}), facts,
+                  "truncation and style mixing", TRAIN_DEFAULTS, Options, frozenset({Generates, Projects}), facts,
                   ema_module="g")
