@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .options import OptionError, resolve
-from .protocol import Cond, Denoises, Facts, FamilySpec, Generates, Trainable, Translates, generators
+from .protocol import Cond, Denoises, Distance, Facts, FamilySpec, Generates, Projects, Trainable, Translates, generators
 
 TextEncode = Callable[[list[str]], Cond]          # prompts -> text states (B, T, D), mask (B, T), pooled (B, D)
 MAX_SIZE_FACTOR = 4                               # a picture's side is at most this times the training size
@@ -45,6 +45,8 @@ class Request:
     options: Mapping[str, Any] = field(default_factory=dict)    # the family's options by name (absent: default)
     variation_seeds: Sequence[int] = ()        # per picture, a second seed whose noise is mixed in ...
     variation_strengths: Sequence[float] = ()  # ... by this much (0 = the seed's own noise)
+    latent: Mapping[str, Tensor] | None = None  # a projected latent (Projects) to paint instead of the seeds' noise;
+                                                # with variation seeds, moved towards their pictures
 
     def rows(self, sl: slice) -> Request:
         """The pictures ``sl`` of this request."""
@@ -53,7 +55,8 @@ class Request:
         return Request(self.seeds[sl], None if self.prompts is None else self.prompts[sl],
                        None if self.labels is None else self.labels[sl], self.negative, part(self.image),
                        part(self.mask), self.size, self.options, self.variation_seeds[sl],
-                       self.variation_strengths[sl])
+                       self.variation_strengths[sl],
+                       None if self.latent is None else {k: part(v) for k, v in self.latent.items()})
 
 
 class Painter:
@@ -147,10 +150,7 @@ class Painter:
         z = model.noise(len(gens), gens, size)
         if not req.variation_seeds:
             return z, gens
-        if len(req.variation_seeds) != len(gens) or len(req.variation_strengths) != len(gens):
-            raise PipelineError("give one variation seed and one strength per picture")
-        if any(not 0 <= t <= 1 for t in req.variation_strengths):
-            raise PipelineError("variation strength must be in [0, 1]")
+        check_variations(req, len(gens))
         other = model.noise(len(gens), generators(req.variation_seeds, self.device), size)
         return slerp(z, other, torch.tensor(list(req.variation_strengths), device=z.device)), gens
 
@@ -168,6 +168,8 @@ class Painter:
             raise PipelineError(f"image-to-image and inpainting need a diffusion model; {self.name} is not one")
         if req.mask is not None and req.image is None:
             raise PipelineError("inpainting paints into a picture: give the picture together with the mask")
+        if req.latent is not None:
+            self.check_latent(req.latent, n)
         with torch.no_grad():
             return torch.cat([self._paint(req.rows(slice(i, i + step)), options, size, callback, bf16)
                               for i in range(0, n, step)])
@@ -190,6 +192,8 @@ class Painter:
             with autocast:
                 return cast(Translates, self.model).translate(cond, generator=generators(req.seeds, self.device),
                                                               options=options)
+        if req.latent is not None:
+            return self._render(req, cond, options)
         noise, gens = self.noise(req, size)
         with autocast:
             if self.spec.can(Denoises):
@@ -197,6 +201,64 @@ class Painter:
                     n, cond, generator=gens, noise=noise, options=options,
                     negative=None if negative is None else negative.to(self.device), callback=callback)
             return cast(Generates, self.model).sample(n, cond, generator=gens, noise=noise, options=options)
+
+
+    def project(self, req: Request, *, steps: int = 200, space: str = "", distance: Distance | None = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
+        """The latent of the pictures ``req.image`` (n, C, S, S) in [-1, 1] at the model's size, under the
+        request's prompts or classes; the search's randomness comes from the first seed."""
+        if not self.spec.can(Projects):
+            raise PipelineError(f"{self.name} is a {self.spec.name} model, which cannot project pictures")
+        model = cast(Projects, self.model)
+        if req.image is None:
+            raise PipelineError("give the pictures to project")
+        side = self.facts.image_size
+        if tuple(req.image.shape[1:]) != (self.facts.image_channels, side, side):
+            raise PipelineError(f"{self.name} projects {self.facts.image_channels}-channel {side}x{side} pictures, "
+                                f"got {tuple(req.image.shape[1:])}")
+        if space and space not in model.spaces:
+            raise PipelineError(f"{self.name} projects into {' or '.join(model.spaces)}, not {space!r}")
+        if not 1 <= steps <= 10_000:
+            raise PipelineError(f"projection takes 1 to 10000 steps, got {steps}")
+        n = len(req.image)
+        self.check_count(n)
+        cond, _ = self.conditions(req, n)
+        with torch.enable_grad():
+            return model.project(req.image.to(self.device), None if cond is None else cond.to(self.device),
+                                 steps=steps, space=space, distance=distance,
+                                 generator=torch.Generator(self.device).manual_seed(int(req.seeds[0])),
+                                 callback=callback)
+
+    def check_latent(self, latent: Mapping[str, Tensor], n: int) -> None:
+        if not self.spec.can(Projects):
+            raise PipelineError(f"{self.name} is a {self.spec.name} model, which does not paint projected latents")
+        rows = {len(v) for v in latent.values()}
+        if not latent or len(rows) != 1 or rows.pop() not in (1, n):
+            raise PipelineError(f"the latent holds {sorted(rows) or 'no'} pictures; paint 1 or as many pictures "
+                                f"as it holds")
+
+    def _render(self, req: Request, cond: Cond | None, options: Any) -> Tensor:
+        """A projected latent: its pictures, each moved towards its variation seed's by its strength."""
+        assert req.latent is not None
+        n = len(req.seeds)
+        latent = {k: v.expand(n, *v.shape[1:]) for k, v in req.latent.items()}
+        toward = strength = None
+        if req.variation_seeds:
+            check_variations(req, n)
+            model = cast(Generates, self.model)
+            toward = model.noise(n, generators(req.variation_seeds, self.device))
+            strength = torch.tensor(list(req.variation_strengths), device=self.device)
+        try:
+            return cast(Projects, self.model).render(latent, cond, options=options, toward=toward, strength=strength)
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
+
+
+def check_variations(req: Request, n: int) -> None:
+    if len(req.variation_seeds) != n or len(req.variation_strengths) != n:
+        raise PipelineError("give one variation seed and one strength per picture")
+    if any(not 0 <= t <= 1 for t in req.variation_strengths):
+        raise PipelineError("variation strength must be in [0, 1]")
 
 
 def family_options(spec: FamilySpec, config: Any, given: Mapping[str, Any], name: str = "this model") -> Any:

@@ -188,3 +188,46 @@ def test_render_edits_a_projected_latent_like_a_sample(in_range):
                                                    maps).clamp(-1, 1))
     with pytest.raises(ValueError, match="projected with another model"):
         m.render({**latent, "ws": latent["ws"][:, :2]}, cond)
+
+
+def test_project_command_writes_the_latent_the_picture_and_the_search(tmp_path, capsys):
+    """`danqing project` then `danqing sample --latent`: the files, the figures, and one clear line for each
+    mistake (a picture that is not square, a file that is not a picture, no class, a latent of another family)."""
+    import numpy as np
+    from PIL import Image
+
+    from danqing.cli import main
+    from danqing.projection import load_latent, save_latent
+    run = tmp_path / "run"
+    assert main(["train", "stylegan", "--data", "digits", "--preset", "tiny", "--steps", "1", "--batch-size", "4",
+                 "-q", "--bf16", "off", "--train.sample_every=0", "--train.sample_n=1", "--out", str(run)]) == 0
+    Image.new("RGB", (20, 20), (200, 30, 30)).save(tmp_path / "red.png")
+    Image.new("RGB", (30, 20), (30, 30, 200)).save(tmp_path / "wide.png")
+    (tmp_path / "notes.png").write_text("not a picture")
+    out = tmp_path / "out"
+    assert main(["project", str(tmp_path / "red.png"), "--model", str(run), "--class", "3", "-o", str(out),
+                 "--steps", "8"]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    latent, about = load_latent(out / "red.latent.safetensors")
+    assert about["space"] == "w" and about["prompt"] == "3" and about["steps"] == 8 and "vgg_distance" in about
+    assert latent["ws"].shape[0] == 1 and Image.open(out / "red.png").size == (16, 16)
+    assert Image.open(out / "red-steps.png").size == (9 * 18 + 2, 18 + 2)          # the picture and 8 snapshots
+    assert main(["project", str(tmp_path / "wide.png"), "--model", str(run), "--class", "3", "-o", str(out),
+                 "--steps", "2", "--distance", "pixel", "--space", "w+"]) == 2
+    assert "is 30x20, not square" in capsys.readouterr().err
+    assert main(["project", str(tmp_path / "wide.png"), "--model", str(run), "--class", "3", "-o", str(out),
+                 "--steps", "2", "--distance", "pixel", "--space", "w+", "--fit", "pad"]) == 0
+    assert load_latent(out / "wide.latent.safetensors")[1]["space"] == "w+"
+    for args, message in [([str(tmp_path / "notes.png"), "--class", "3"], "cannot read"),
+                          ([str(tmp_path / "red.png")], "say which one each picture is with --class"),
+                          ([str(tmp_path / "red.png"), "--class", "3", "--steps", "0"], "--steps must be")]:
+        assert main(["project", *args, "--model", str(run), "-o", str(out)]) == 2
+        assert message in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["sample", str(run), "--latent", str(out / "red.latent.safetensors"), "--toward", "5", "-n", "3",
+                 "--truncation", "0.8", "-o", str(tmp_path / "toward.png")]) == 0
+    strip = np.asarray(Image.open(tmp_path / "toward.png"))
+    assert strip.shape[:2] == (18 + 2, 3 * 18 + 2)
+    save_latent(tmp_path / "other.safetensors", latent, {"family": "diffusion", "model": "x"})
+    assert main(["sample", str(run), "--latent", str(tmp_path / "other.safetensors"), "-o", str(tmp_path / "o.png")]) == 2
+    assert "projected with a diffusion model" in capsys.readouterr().err

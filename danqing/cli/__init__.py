@@ -4,6 +4,7 @@
     danqing train FAMILY --data SRC --preset P [--steps N] [--out DIR] [--resume] [--model.x=..]
     danqing sample CKPT -n 64 --seed S [--sampler heun] [--steps K] [--guidance G] [--class C] -o grid.png
     danqing eval --generated DIR|MODEL --reference DIR|DATASET --metrics fid,kid,...
+    danqing project PICTURE --model RUN -o OUT/ [--steps 300] [--space w|w+] [--class C]
     danqing export CKPT -o FOLDER
     danqing data info|preview|fetch SRC
     danqing models
@@ -27,6 +28,7 @@ from ..config import ConfigError
 from .common import UsageError
 from .data import cmd_data, cmd_eval
 from .paint import add_option_flags, cmd_paint, cmd_sample
+from .project import cmd_project
 from .studio import cmd_studio
 from .style import cmd_style
 from .train import cmd_export, cmd_models, cmd_train
@@ -76,8 +78,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--nrow", type=int, help="images per row of the grid")
     s.add_argument("--mix-grid", metavar="ROWS/COLS", help="style mixing sheet, e.g. 1,2,3/7,8,9: row seed r painted "
                    "with the --mix-layers styles of column seed c (the seeds' own pictures on the edges)")
+    s.add_argument("--latent", metavar="FILE", help="paint a projected picture (danqing project) instead of seeds, "
+                   "with the options above (--truncation, --mix-seed ...)")
+    s.add_argument("--toward", type=int, metavar="SEED", help="with --latent: -n pictures from the projected one "
+                   "to the picture of SEED (an interpolation in the model's style space)")
     s.add_argument("-o", "--output", default="samples.png")
     s.set_defaults(fn=cmd_sample)
+
+    pj = sub.add_parser("project", help="find a real picture in a model's latent space (StyleGAN, diffusion)",
+                        description="Writes OUT/NAME.latent.safetensors (paint it with danqing sample --latent), "
+                                    "OUT/NAME.png (the model's picture) and OUT/NAME-steps.png (the search).")
+    pj.add_argument("pictures", nargs="+", metavar="PICTURE", help="one or more pictures (1-16)")
+    pj.add_argument("--model", required=True, help="a run or checkpoint folder, or a bundled model name")
+    pj.add_argument("-o", "--output", required=True, metavar="OUT", help="the folder to write to")
+    pj.add_argument("--steps", type=int, default=300, help="optimisation or inversion steps (default 300)")
+    pj.add_argument("--space", default="", help="the latent space: w (default) or w+ for StyleGAN")
+    pj.add_argument("--class", dest="cls", help="class models: the class of the pictures")
+    pj.add_argument("--prompt", help="text models: a caption of the pictures")
+    pj.add_argument("--distance", choices=["vgg", "pixel"], default="vgg",
+                    help="what the search minimises: VGG19 perceptual distance plus a pixel term (default), or pixels")
+    pj.add_argument("--pixel-weight", type=float, default=1.0, help="the pixel term's weight with --distance vgg")
+    pj.add_argument("--fit", choices=["crop", "pad"], help="pictures that are not square: centre-crop or pad")
+    pj.add_argument("--seed", type=int, default=0, help="the seed of the search's noise")
+    pj.set_defaults(fn=cmd_project)
 
     pt = sub.add_parser("paint", help="paint pictures from a text prompt (the bundled model by default)")
     pt.add_argument("prompt", nargs="?", help='what to paint, e.g. "a fox face, 3d style"')

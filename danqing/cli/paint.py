@@ -85,6 +85,14 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     elif painter.class_names:
         labels = [i % len(painter.class_names) for i in range(args.n)]     # one of each class, in turn
     bf16 = use_bf16(args.bf16, painter.device)
+    if args.toward is not None and args.latent is None:
+        raise UsageError("--toward moves a projected picture towards a seed's: give the picture with --latent")
+    if args.latent is not None:
+        pictures = _from_latent(painter, args, cfg["family"], None if args.cls is None else labels, bf16)
+        path = save_grid(pictures, args.output, nrow=args.nrow or len(pictures))         # a strip
+        print(f"wrote {path} ({args.latent}" + ("" if args.toward is None else f" to seed {args.toward} in "
+                                                 f"{args.n} steps") + ")")
+        return
     if args.mix_grid is not None:
         rows, cols = _seed_lists(args.mix_grid)
         path = save_grid(_mix_sheet(painter, rows, cols, labels, chosen_options(args), bf16), args.output,
@@ -97,6 +105,30 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
                      batch_size=args.batch_size)
     path = save_grid(images, args.output, nrow=args.nrow)
     print(f"wrote {path} ({args.n} images, seeds {seeds[0]}..{seeds[-1]})")
+
+
+def _from_latent(painter, args: argparse.Namespace, family: str, labels: list[int] | None, bf16: bool):
+    """The pictures of a latent file: as projected (with the options given), or -n of them moving to --toward's."""
+    from ..generate import Request
+    from ..projection import ProjectionError, load_latent
+
+    try:
+        latent, about = load_latent(args.latent)
+    except ProjectionError as e:
+        raise UsageError(str(e)) from None
+    if about.get("family") != family:
+        raise UsageError(f"{args.latent} was projected with a {about.get('family')} model; {args.checkpoint} is a "
+                         f"{family} model: paint it with the model it was projected with ({about.get('model')})")
+    rows = len(next(iter(latent.values())))
+    n = rows if args.toward is None else args.n
+    if args.toward is not None and rows != 1:
+        raise UsageError(f"{args.latent} holds {rows} pictures; --toward moves one")
+    prompt = about.get("prompt") or None
+    req = Request([args.seed] * n, prompts=None if labels is not None or prompt is None else [prompt] * n,
+                  labels=None if labels is None else labels[:1] * n, options=chosen_options(args), latent=latent)
+    if args.toward is not None:
+        req.variation_seeds, req.variation_strengths = [args.toward] * n, [k / max(1, n - 1) for k in range(n)]
+    return painter(req, bf16=bf16)
 
 
 def _seed_lists(text: str) -> tuple[list[int], list[int]]:

@@ -427,7 +427,7 @@ class StyleGAN(nn.Module):
             opt.step()
             projection.renormalise(maps)
             if callback is not None:
-                callback(i, steps, picture.detach(), float(loss))
+                callback(i, steps, picture.detach(), loss.item())
         out = {"ws": w.detach().expand(-1, self.num_ws, -1).clone()}
         out.update({f"noise.{i}": m.detach().clone() for i, m in enumerate(maps)})
         return out
