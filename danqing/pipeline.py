@@ -160,7 +160,8 @@ def resolve_model(name_or_path: str | Path, kind: str = "painter") -> Path:
         raise PipelineError(f"the bundled {kind} `{name}` is not part of this installation; train one ({how}) and "
                             f"pass its run folder")
     names = bundled(kind)
-    raise PipelineError(f"no {kind} {name!r}: give a run or checkpoint folder, or a bundled {kind} "
+    what = f"{name} does not exist" if "/" in name or "\\" in name else f"no {kind} {name!r}"
+    raise PipelineError(f"{what}: give a run or checkpoint folder, or a bundled {kind} "
                         f"({', '.join(names) or 'none installed'})")
 
 

@@ -25,6 +25,7 @@ from danqing.sampling import (
     euler,
     euler_a,
     heun,
+    invert,
     karras_sigmas,
     loglinear_sigmas,
 )
@@ -336,3 +337,18 @@ def test_cfg_drives_a_sampler():
     x = SIGMA_MAX * torch.randn(2, 3, generator=torch.Generator().manual_seed(0))
     out = heun(cfg(ToyModel(), 2.0, cond, uncond), x, karras_sigmas(5, SIGMA_MIN, SIGMA_MAX))
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_inversion_is_undone_by_euler_and_follows_the_exact_flow():
+    """Golden (closed form): for Gaussian data the probability-flow ODE is x(sigma) = MU + (x0 - MU)
+    sqrt(S^2 + sigma^2) / S.  Inverting x0 lands near that flow at SIGMA_MAX (Euler's own path, a first-order
+    distance away); Euler on the same schedule paints x0 back, to 1e-2 with the fixed-point refinement (measured
+    1.6e-3 at 80 steps) and only to 0.14 without it (plain DDIM inversion)."""
+    x0 = MU + S * prior_noise(3)
+    sigmas = karras_sigmas(80, SIGMA_MIN, SIGMA_MAX)
+    start = invert(gauss_denoise, x0, sigmas, iterations=2)
+    exact = gauss_flow(x0, float(sigmas[-2]), SIGMA_MAX)
+    assert ((start - exact).abs() / exact.abs().clamp_min(1)).max().item() < 0.1
+    assert (euler(gauss_denoise, start, sigmas) - x0).abs().max().item() < 1e-2
+    plain = euler(gauss_denoise, invert(gauss_denoise, x0, sigmas, iterations=0), sigmas)
+    assert (plain - x0).abs().max().item() > 0.1

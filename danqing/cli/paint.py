@@ -53,12 +53,11 @@ def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------- sample
 
 def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
-    from ..checkpoint import load
-    from ..families import spec
     from ..fileio import check_writable
-    from ..generate import Painter, Request
+    from ..generate import Request
     from ..hardware import use_bf16
     from ..images import save_grid
+    from ..pipeline import load
 
     if extra:
         raise UsageError(f"unrecognised arguments: {' '.join(extra)}")
@@ -67,8 +66,8 @@ def cmd_sample(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     check_writable(Path(args.output).parent, "the folder of -o")
-    model, cfg = load(args.checkpoint)
-    painter = Painter(model, spec(cfg["family"]), class_names=cfg.get("class_names"), name=args.checkpoint)
+    pipe = load(args.checkpoint)                   # a Pipeline: its painter has the model's text encoder
+    painter, cfg = pipe.painter, pipe.config
     painter.check_count(args.n)                    # before the seeds and labels of n pictures are listed
     labels = None
     if args.cls is not None:

@@ -13,12 +13,12 @@ SNAPSHOTS = 8           # pictures of the search in the strip, besides the targe
 def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
     import torch
 
-    from ..checkpoint import load
-    from ..families import spec
+    from ..checkpoint import read_config
+    from ..families import spec, specs
     from ..fileio import check_writable
-    from ..generate import Painter, Request
+    from ..generate import Request
     from ..images import save_grid, save_image, to_pil
-    from ..pipeline import resolve_model
+    from ..pipeline import load, resolve_model
     from ..projection import perceptual, pixel_distance, psnr, save_latent
     from ..protocol import Projects
 
@@ -29,13 +29,12 @@ def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
     if not 1 <= len(args.pictures) <= 16:
         raise UsageError(f"project 1 to 16 pictures at a time, got {len(args.pictures)}")
     out = check_writable(args.output, "the folder of -o")
-    folder = resolve_model(args.model)
-    model, cfg = load(folder)
-    fam = spec(cfg["family"])
-    if not fam.can(Projects):
+    fam = spec(read_config(resolve_model(args.model))["family"])
+    if not fam.can(Projects):                       # before the weights load
         raise UsageError(f"{args.model} is a {fam.name} model, which cannot project pictures; families that can: "
-                         f"{', '.join(n for n, f in _specs().items() if f.can(Projects))}")
-    painter = Painter(model, fam, class_names=cfg.get("class_names"), name=args.model)
+                         f"{', '.join(n for n, f in specs().items() if f.can(Projects))}")
+    pipe = load(args.model)
+    painter = pipe.painter
     stems = [Path(p).stem for p in args.pictures]
     if len(set(stems)) != len(stems):
         raise UsageError("two pictures share a file name; their outputs would overwrite each other: rename one")
@@ -63,7 +62,7 @@ def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
         close = psnr(rebuilt, images)
         far = distance(rebuilt, images) if args.distance == "vgg" else None
     for k, (stem, picture) in enumerate(zip(stems, args.pictures)):
-        about = {"family": fam.name, "model": folder.name, "space": space, "steps": args.steps,
+        about = {"family": fam.name, "model": pipe.name, "space": space, "steps": args.steps,
                  "picture": Path(picture).name, "prompt": prompt or "", "psnr": round(float(close[k]), 3),
                  "distance": args.distance, "seed": args.seed}
         if far is not None:
@@ -74,11 +73,6 @@ def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
         save_grid(strip, out / f"{stem}-steps.png", nrow=len(strip))
         figures = f"PSNR {float(close[k]):.2f} dB" + ("" if far is None else f", VGG+pixel distance {float(far[k]):.4f}")
         print(f"{picture}: {out / (stem + '.latent.safetensors')}  ({space}, {args.steps} steps; {figures})")
-
-
-def _specs():
-    from ..families import specs
-    return specs()
 
 
 def _read(path: str, side: int, channels: int, fit: str | None):

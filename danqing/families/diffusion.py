@@ -18,8 +18,8 @@ per-token states to cross-attention and its pooled vector to the embedding.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import from_dict
+from ..generate import slerp
 from ..nn.unet import UNet
 from ..options import option
-from ..protocol import (Batch, Cond, Denoises, Encoder, Facts, FamilySpec, FrozenEncoding, Generates,
-                        Generators, Phase, TextSpec, randn)
-from ..sampling import SAMPLERS, cfg, karras_sigmas
+from ..protocol import (Batch, Cond, Denoises, Distance, Encoder, Facts, FamilySpec, FrozenEncoding, Generates,
+                        Generators, Phase, Projects, TextSpec, randn)
+from ..sampling import SAMPLERS, cfg, invert, karras_sigmas
 
 
 def _diffusers_unet() -> type[nn.Module]:
@@ -291,6 +292,44 @@ class Diffusion(nn.Module):
             out = mask * out + (1 - mask) * init                        # pixels outside the mask stay exactly
         return out
 
+    # ---------------------------------------------------------------- projection
+    spaces = ("ode",)               # the probability-flow ODE's starting noise
+
+    @torch.no_grad()
+    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 200, space: str = "",
+                distance: Distance | None = None, generator: Generators = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
+        """The starting noise from which ``steps`` Euler (deterministic DDIM) steps without guidance paint
+        ``images`` (B, C, H, W) in [-1, 1] back: DDIM inversion (``sampling.invert``) under ``cond``, in the
+        autoencoder's latent space for latent models.  {"noise": (B, c, h, w), "steps": (B,)}.  Nothing is
+        optimised: ``distance`` and ``generator`` are not used.  ``callback(i, steps, pictures, sigma)``."""
+        if space and space not in self.spaces:
+            raise ValueError(f"a diffusion model projects into {' or '.join(self.spaces)}, not {space!r}")
+        c, n, device = self.config, len(images), self.null_device
+        x0 = images.to(device).float()
+        x0 = self.ae.encode(x0) if self.ae is not None else x0
+        full = self._full_cond(cond, n)
+        sigmas = karras_sigmas(steps, c.sigma_min, c.sigma_max, c.rho)
+        report = None if callback is None else \
+            (lambda i, k, x, denoised: callback(i, k, self.preview(x), float(sigmas[len(sigmas) - 3 - i])))
+        x = invert(lambda x_, s_: self.denoise(x_, s_, full), x0, sigmas, callback=report)
+        return {"noise": x / c.sigma_max, "steps": torch.full((n,), steps, device=device)}
+
+    @torch.no_grad()
+    def render(self, latent: Mapping[str, Tensor], cond: Cond | None = None, *, options: Options | None = None,
+               toward: Tensor | None = None, strength: Tensor | None = None) -> Tensor:
+        """The pictures of inverted noise: Euler with the inversion's steps and no guidance (the path the
+        inversion retraced; a sampler or guidance of the options would paint another picture), after moving the
+        noise ``strength`` of the way along the great circle to ``toward``."""
+        noise, steps = latent["noise"].to(self.null_device).float(), int(latent["steps"].flatten()[0])
+        if tuple(noise.shape[1:]) != tuple(self.noise(1).shape[1:]):
+            raise ValueError(f"the latent's noise is {tuple(noise.shape[1:])}, this model's "
+                             f"{tuple(self.noise(1).shape[1:])}: it was projected with another model")
+        if toward is not None and strength is not None:
+            noise = slerp(noise, toward.to(noise), strength.to(noise))
+        o = replace(options if options is not None else Options(), sampler="euler", steps=steps, guidance=1.0)
+        return self.sample(len(noise), cond, noise=noise, options=o)
+
     def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
         """The standard normal noise (n, C, h, w) that ``sample`` starts from (latent-sized for latent models)."""
         res = (size or self.config.image_size) // (self.ae.factor if self.ae is not None else 1)
@@ -334,4 +373,4 @@ def defaults(c: Config) -> Options:
 
 
 SPEC = FamilySpec("diffusion", Config, Diffusion, PRESETS, "EDM diffusion in pixels or an encoder's latent space",
-                  TRAIN_DEFAULTS, Options, frozenset({Generates, Denoises, FrozenEncoding}), facts, defaults)
+                  TRAIN_DEFAULTS, Options, frozenset({Generates, Denoises, FrozenEncoding, Projects}), facts, defaults)

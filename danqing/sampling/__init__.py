@@ -20,6 +20,7 @@ from danqing.sampling.samplers import (
     euler,
     euler_a,
     heun,
+    invert,
 )
 from danqing.sampling.schedules import karras_sigmas, loglinear_sigmas
 
@@ -32,6 +33,6 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 }
 
 __all__ = [
-    "SAMPLERS", "ancestral_step", "cfg", "combine", "ddim", "dpmpp2m", "euler", "euler_a", "heun",
+    "SAMPLERS", "ancestral_step", "cfg", "combine", "ddim", "dpmpp2m", "euler", "euler_a", "heun", "invert",
     "karras_sigmas", "loglinear_sigmas",
 ]
