@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -70,6 +70,7 @@ class Params:
     batch_variation_seeds: list[int] = field(default_factory=list)    # per picture of the batch ([] = none)
     batch_strengths: list[float] = field(default_factory=list)
     index: int = -1                                      # position in the batch (-1: where seed is in batch_seeds)
+    latent: str = ""                                     # the projected latent painted from (``latent_id``), or ""
     version: str = __version__
 
     def a1111(self) -> str:
@@ -81,6 +82,7 @@ class Params:
         if self.variation_seed is not None:
             best += f", Variation seed: {self.variation_seed}, Variation seed strength: {self.variation_strength:.3g}"
         score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
+        score += f", Latent: {self.latent}" if self.latent else ""
         sampled = f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, " \
             if "steps" in self.options or not self.options else ""
         own = "".join(f", {k.replace('_', ' ').capitalize()}: {v}" for k, v in self.options.items() if k not in A1111)
@@ -231,16 +233,20 @@ class Pipeline:
                  size: int | None = None, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                  bf16: str = "auto", best_of: int = 1, variation_seed: int | None = None,
                  variation_strength: float = 0.0, callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
-                 **options: Any) -> list[Image.Image]:
+                 latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
         """n pictures of ``prompt``.  Picture i uses seed + i; with ``best_of`` = N, picture i is the best by
         prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1.  With ``variation_seed``,
         picture i's noise is mixed (spherically) with that of variation_seed + i by ``variation_strength``.
 
         ``prompt`` is text for a text model, a class name for a class-conditional one (empty: the classes in
         turn), and empty for an unconditional one.  ``options`` are the family's own (diffusion: ``steps``,
-        ``guidance``, ``sampler``, ``strength``; see ``danqing models``); None keeps the model's default."""
+        ``guidance``, ``sampler``, ``strength``; see ``danqing models``); None keeps the model's default.
+        ``latent``: paint this projected picture (``project``) instead of the seed's noise, with the options."""
         _check_count("n", n, LIMITS["n"])
         _check_count("best_of", best_of, LIMITS["best_of"])
+        if latent is not None and (n, best_of) != (1, 1):
+            raise PipelineError("a projected picture is painted once (n = 1, best_of = 1); for several nearby "
+                                "pictures use variations")
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, best_of, options)
         count = n * best_of
         seeds = list(range(p.seed, p.seed + count))
@@ -249,7 +255,7 @@ class Pipeline:
             p.variation_seed, p.variation_strength = variation_seed, float(variation_strength)
         else:
             self._batch(p, seeds)
-        images = self._paint(p, init_image, mask, callback)
+        images = self._paint(p, init_image, mask, callback, latent)
         if best_of == 1:
             return images
         scores = self.score(images, prompt).view(n, best_of)
@@ -261,22 +267,42 @@ class Pipeline:
     def variations(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int,
                    variation_strength: float = 0.25, init_image: Image.Image | None = None,
                    mask: Image.Image | None = None, callback=None, size: int | None = None, bf16: str = "auto",
-                   **options: Any) -> list[Image.Image]:
-        """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n."""
+                   latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
+        """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n (with
+        ``latent``: the projected picture moved towards the pictures of those seeds)."""
         _check_count("n", n, LIMITS["n"])
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         self._batch(p, [p.seed] * n, [p.seed + 1 + k for k in range(n)], [variation_strength] * n)
-        return self._paint(p, init_image, mask, callback)
+        return self._paint(p, init_image, mask, callback, latent)
 
     def interpolate(self, prompt: str = "", negative_prompt: str = "", frames: int = 8, *, seed: int,
                     seed_b: int, init_image: Image.Image | None = None, mask: Image.Image | None = None,
-                    callback=None, size: int | None = None, bf16: str = "auto", **options: Any) -> list[Image.Image]:
-        """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included)."""
+                    callback=None, size: int | None = None, bf16: str = "auto",
+                    latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
+        """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included); with
+        ``latent``, from the projected picture to seed_b's (along the family's path: a line in StyleGAN's W)."""
         _check_count("frames", frames, LIMITS["frames"])
         p = self._params(prompt, negative_prompt, seed, size, init_image, mask, bf16, 1, options)
         ts = [k / max(1, frames - 1) for k in range(frames)]
         self._batch(p, [p.seed] * frames, [int(seed_b)] * frames, ts)
-        return self._paint(p, init_image, mask, callback)
+        return self._paint(p, init_image, mask, callback, latent)
+
+    def project(self, image: Image.Image, prompt: str = "", *, steps: int = 200, space: str = "", seed: int = 0,
+                distance: str = "vgg", callback: Callable[..., None] | None = None
+                ) -> tuple[dict[str, Tensor], Image.Image]:
+        """The latent of a real picture in this model's space (``danqing.projection``) and the model's picture of
+        it, which carries ``Params.latent``.  The picture is centre-cropped and resized to the model's size;
+        ``prompt`` is its class or caption; ``distance``: "vgg" (VGG19 + pixels) or "pixel"."""
+        from .projection import perceptual
+        if distance not in ("vgg", "pixel"):
+            raise PipelineError(f"distance must be vgg or pixel, got {distance!r}")
+        p = self._params(prompt, "", seed, None, None, None, "off", 1, {})
+        self._batch(p, [p.seed])
+        side, channels = self.painter.facts.image_size, self.painter.facts.image_channels
+        req = Request([p.seed], self.painter.prompts_for(prompt, 1), image=self._image_tensor(image, side, channels))
+        latent = self.painter.project(req, steps=steps, space=space,
+                                      distance=perceptual() if distance == "vgg" else None, callback=callback)
+        return latent, self._paint(p, None, None, None, latent)[0]
 
     def preview(self, denoised: Tensor) -> list[Image.Image]:
         """Pictures of a sampler callback's current estimate (decoded from latents for latent models)."""
@@ -292,19 +318,25 @@ class Pipeline:
         return self.scorer.score(x, self.encode_prompt(prompts)).cpu()
 
     def regenerate(self, p: Params, init_image: Image.Image | None = None, mask: Image.Image | None = None,
-                   callback=None) -> Image.Image:
-        """Paint ``p`` again: the whole batch it was drawn in, returning its own image."""
+                   callback=None, latent: Mapping[str, Tensor] | None = None) -> Image.Image:
+        """Paint ``p`` again: the whole batch it was drawn in, returning its own image (``latent``: the projected
+        latent it was painted from, when it was)."""
         if p.weights and p.weights != self.weights:
             raise PipelineError(f"the picture was painted by weights {p.weights} but {self.name} has {self.weights}; "
                                 "load the same model to get the same pixels")
         if p.init_image and init_image is None:
             raise PipelineError("the picture was painted from an init image: pass the same image (--init)")
+        if p.latent and (latent is None or latent_id(latent) != p.latent):
+            raise PipelineError(f"the picture was painted from the projected latent {p.latent}: pass that latent"
+                                if latent is None else f"this latent is {latent_id(latent)}, the picture was "
+                                f"painted from {p.latent}: pass the latent it was painted from")
         seeds = p.batch_seeds or [p.seed]
         names = [f.name for f in dataclasses.fields(self.spec.Options)]
         batch = Params(**{**asdict(p), "seed": seeds[0], "batch_seeds": seeds,
                           "options": dataclasses.asdict(self.painter.options(p.painted_options(names)))})
         self._check(batch, len(seeds))
-        return self._paint(batch, init_image, mask, callback)[p.index if p.index >= 0 else seeds.index(p.seed)]
+        return self._paint(batch, init_image, mask, callback, latent if p.latent else None)[
+            p.index if p.index >= 0 else seeds.index(p.seed)]
 
     def _params(self, prompt: str, negative_prompt: str, seed: int | None, size: int | None,
                 init_image: Image.Image | None, mask: Image.Image | None, bf16: str, best_of: int,
@@ -339,8 +371,10 @@ class Pipeline:
         if any(not 0 <= t <= 1 for t in p.batch_strengths):
             raise PipelineError("variation strength must be in [0, 1]")
 
-    def _paint(self, p: Params, init_image, mask, callback) -> list[Image.Image]:
+    def _paint(self, p: Params, init_image, mask, callback,
+               latent: Mapping[str, Tensor] | None = None) -> list[Image.Image]:
         n = len(p.batch_seeds)
+        p.latent = "" if latent is None else latent_id(latent)
         if mask is not None and init_image is not None and mask.size != init_image.size:
             raise PipelineError(f"the mask is {mask.size[0]}x{mask.size[1]} but the init image is "
                                 f"{init_image.size[0]}x{init_image.size[1]}; draw the mask at the image's size")
@@ -348,7 +382,7 @@ class Pipeline:
                       image=None if init_image is None else self._image_tensor(init_image, p.size),
                       mask=None if mask is None else self._mask_tensor(mask, p.size), size=p.size,
                       options=p.options, variation_seeds=p.batch_variation_seeds,
-                      variation_strengths=p.batch_strengths)
+                      variation_strengths=p.batch_strengths, latent=latent)
         images = to_pil(self.painter(req, callback=callback, bf16=p.precision == "bf16"))
         for k, img in enumerate(images):
             varied = {"variation_seed": p.batch_variation_seeds[k], "variation_strength": p.batch_strengths[k]} \
@@ -356,10 +390,11 @@ class Pipeline:
             img.info["params"] = Params(**{**asdict(p), "seed": p.batch_seeds[k], "index": k, **varied})
         return images
 
-    def _image_tensor(self, img: Image.Image, size: int) -> Tensor:
+    def _image_tensor(self, img: Image.Image, size: int, channels: int = 3) -> Tensor:
         from .data.transforms import fit_image, to_8bit
-        arr = torch.from_numpy(np.array(fit_image(to_8bit(img, 3), size, "crop")))
-        return from_uint8(arr.permute(2, 0, 1)[None]).to(self.device)         # (1, 3, size, size)
+        arr = torch.from_numpy(np.array(fit_image(to_8bit(img, channels), size, "crop")))
+        arr = arr[..., None] if arr.ndim == 2 else arr
+        return from_uint8(arr.permute(2, 0, 1)[None]).to(self.device)         # (1, channels, size, size)
 
     def _mask_tensor(self, mask: Image.Image, size: int) -> Tensor:
         """White = paint, black = keep; cropped and resized exactly like the init image."""
@@ -408,6 +443,14 @@ def load(name_or_path: str | Path = "emoji", *, device: str | torch.device = "cp
     return Pipeline(model, cfg, name=name, weights=_sha(folder / ckpt.MODEL), device=device, scorer=scorer)
 
 
+def latent_id(latent: Mapping[str, Tensor]) -> str:
+    """A sha256 prefix of a latent's names and float32 values: which projected picture a PNG was painted from."""
+    h = hashlib.sha256()
+    for name in sorted(latent):
+        h.update(name.encode() + b"\0" + latent[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def next_paths(folder: str | Path, n: int) -> list[Path]:
     """n new numbered file names in ``folder`` (0001.png, 0002.png, ...), never overwriting."""
     folder = Path(folder)
@@ -417,5 +460,6 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
     return [folder / f"{i:04d}.png" for i in range(start, start + n)]
 
 
-__all__ = ["Params", "Pipeline", "PipelineError", "a1111_options", "bundled", "load", "next_paths", "precheck",
+__all__ = ["Params", "Pipeline", "PipelineError", "a1111_options", "bundled", "latent_id", "load", "next_paths",
+           "precheck",
            "read_parameters", "resolve_model", "slerp"]

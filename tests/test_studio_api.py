@@ -327,3 +327,42 @@ def test_cli_refuses_to_serve_beyond_loopback_without_a_token(monkeypatch, capsy
     assert main([*base, "--host", "0.0.0.0", "--token", "s3cret-token"]) == 0 and calls[-1]["host"] == "0.0.0.0"
     assert "warning: serving on 0.0.0.0" in capsys.readouterr().err
     assert main([*base, "--queue", "0"]) == 2
+
+
+def test_project_a_picture_then_paint_and_interpolate_its_projection(client):
+    """A project job finds an upload in a model's space (the tiny text model: DDIM inversion); its picture
+    carries the latent's id, and txt2img and interpolation jobs paint from that latent.  Mistakes are 422s."""
+    models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert models["t2i"]["supports"]["project"] and models["t2i"]["spaces"] == ["ode"]
+    assert not models["gan"]["supports"]["project"] and models["gan"]["spaces"] == []
+    up = upload(client, png_bytes(Image.new("RGB", (20, 20), (200, 40, 40)))).json()["id"]
+    project = {"type": "project", "model": "t2i", "prompt": "red apple", "init_image": up, "steps": 3, "seed": 1}
+    r = client.post("/api/jobs", json=project)
+    assert r.status_code == 202, r.text
+    job = finished(client, r.json()["id"])
+    assert job["state"] == "done" and len(job["images"]) == 1, job
+    shot = job["images"][0]
+    latent = client.get(f"/api/images/{shot}/params").json()["latent"]
+    assert len(latent) == 16
+    again = finished(client, submit(client, latent=shot))
+    assert again["state"] == "done", again
+    assert client.get(f"/api/images/{again['images'][0]}/params").json()["latent"] == latent
+    frames = finished(client, submit(client, type="interpolation", latent=shot, seed_b=9, frames=3))
+    assert frames["state"] == "done" and len(frames["images"]) == 3, frames
+    for body, field, needle in [
+        ({**project, "model": "gan", "prompt": "3"}, "model", "cannot project"),
+        ({**project, "space": "w"}, "space", "projects into ode, not 'w'"),
+        ({**project, "init_image": None}, None, "project needs init_image"),
+        ({**project, "n": 2}, "n", "a project job takes"),
+        ({**project, "prompt": " "}, "prompt", "describe the picture"),
+        ({**T2I, "latent": again["images"][0]}, "latent", "is not a projection's picture"),
+        ({**T2I, "latent": shot, "n": 2}, None, "a projection is painted once"),
+        ({**T2I, "model": "gan", "prompt": "3", "latent": shot}, "latent", "was projected with t2i"),
+        ({**T2I, "type": "grid", "latent": shot, "x": {"param": "seed", "values": [1]}}, None,
+         "latent paints a projection in txt2img, variations, interpolation jobs, not in grid"),
+        ({**T2I, "space": "ode"}, None, "space is the latent space of a project job"),
+    ]:
+        r = client.post("/api/jobs", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert any(needle in e["msg"] and (field is None or field in e["loc"]) for e in r.json()["detail"]), \
+            (needle, r.json())

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import checkpoint as ckpt
 from .. import pipeline
@@ -26,7 +26,7 @@ def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict
     from ..families import FAMILIES, spec
     from ..generate import sizes
     from ..options import describe as describe_options
-    from ..protocol import Denoises
+    from ..protocol import Denoises, Projects
 
     if cfg.get("family", "") not in FAMILIES:
         return None
@@ -51,7 +51,8 @@ def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict
             "options": options,
             "class_names": class_names,
             "supports": {"img2img": diffusion, "inpaint": diffusion, "variations": True, "interpolation": True,
-                         "best_of": scorer and takes_text, "grid": True},
+                         "best_of": scorer and takes_text, "grid": True, "project": fam.can(Projects)},
+            "spaces": list(cast(Any, fam.Model).spaces) if fam.can(Projects) else [],
             "_folder": folder}
 
 

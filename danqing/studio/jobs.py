@@ -260,6 +260,8 @@ class Runner:
     def _plan(self, req: dict[str, Any], entry: dict[str, Any]) -> list[int]:
         """Expected sampler steps of each pipeline call of the job (1 for a one-pass GAN or VAE)."""
         steps = _options(req).get("steps") or entry["defaults"]["steps"] or 1
+        if req["type"] == "project":
+            return [req["steps"]]
         if req["type"] != "grid":
             return [steps]
         cells = []
@@ -308,6 +310,10 @@ class Runner:
             if req["mask"] is not None:
                 kw["mask"] = self._upload(req["mask"])
         t, prompt, negative, seed = req["type"], req["prompt"], req["negative_prompt"], req["seed"]
+        if t == "project":
+            return [self._project(req, pipe, progress, init)]
+        if req.get("latent"):
+            kw["latent"] = self._latent(req["latent"])
         if t in ("txt2img", "img2img", "inpaint"):
             return pipe(prompt, negative, req["n"], seed=seed, best_of=req["best_of"], callback=progress, **kw)
         if t == "variations":
@@ -317,6 +323,29 @@ class Runner:
             return pipe.interpolate(prompt, negative, req["frames"], seed=seed, seed_b=req["seed_b"],
                                     callback=progress, **kw)
         return [self._grid(job_id, req, pipe, progress, kw)]
+
+    def _project(self, req: dict[str, Any], pipe: pl.Pipeline, progress: _Progress, picture) -> Image.Image:
+        """The model's picture of an upload; its latent travels in ``info`` to ``_save``."""
+        from ..images import to_pil
+
+        def report(i: int, steps: int, pictures, loss: float) -> None:
+            progress.report(i + 1, steps, hook=(i, steps), preview=lambda: to_pil(pictures[:1])[0],
+                            force=i == 0 or i + 1 == steps)
+        latent, img = pipe.project(picture, req["prompt"], steps=req["steps"], space=req["space"], seed=req["seed"],
+                                   callback=report)
+        img.info["latent"] = (latent, {"family": pipe.spec.name, "model": req["model"], "space": req["space"],
+                                       "steps": req["steps"], "prompt": req["prompt"], "seed": req["seed"]})
+        return img
+
+    def _latent(self, image_id: str) -> dict[str, Any]:
+        from ..projection import ProjectionError, load_latent
+        path = self.store.latent_path(image_id)
+        if path is None:
+            raise pl.PipelineError(f"the projection {image_id} is gone; project the picture again")
+        try:
+            return load_latent(path)[0]
+        except ProjectionError as e:
+            raise pl.PipelineError(str(e)) from None
 
     def _grid(self, job_id: str, req: dict[str, Any], pipe: pl.Pipeline, progress: _Progress,
               kw: dict[str, Any]) -> Image.Image:
@@ -347,6 +376,9 @@ class Runner:
             params, a1111 = img.info["sheet"]
             sheet.save_sheet(img, path, params, a1111)
         else:
+            if "latent" in img.info:                          # a projection: its latent first, then the picture
+                from ..projection import save_latent
+                save_latent(self.store.latents_dir / f"{image_id}.safetensors", *img.info["latent"])
             save_with_params(img, path)                       # a painting's Params or a StyleParams
             params = asdict(img.info["params"])
         # what the history searches: the prompt, or a style picture's description line (its A1111 text's first)

@@ -21,7 +21,9 @@ MAX_STEPS = 200                  # sampler steps; gatys style transfer may take 
 MAX_STYLE_STEPS = 500
 STYLE_MIN_SIDE, STYLE_SIZES = 64, (64, 1024)          # style transfer: smallest picture side, output size range
 STYLE_SIZE, STYLE_STEPS = 512, 100                     # ... and its defaults
-JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style")
+JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style", "project")
+PROJECT_STEPS = 200                        # projection: default optimisation (or inversion) steps, at most 500
+FROM_LATENT = ("txt2img", "variations", "interpolation")     # the jobs that can paint a projection's latent
 UPLOAD_ID = r"^[0-9a-f]{32}$"              # also the shape of an image id: both are made by the store
 STYLE_FIELDS = ("content_image", "styles", "style_weights", "method", "alpha", "preserve_color")
 STYLE_TAKES = ("type", "model", "init_image", "size", "steps", *STYLE_FIELDS)
@@ -87,7 +89,8 @@ class JobRequest(BaseModel):
     """A job: its type and the painting parameters (null: the model's default)."""
 
     model_config = ConfigDict(extra="forbid")
-    type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style"] = "txt2img"
+    type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style",
+                  "project"] = "txt2img"
     model: str | None = Field(None, min_length=1, max_length=300,
                               description="a name from GET /api/models (style jobs take none)")
     prompt: str = Field("", max_length=MAX_PROMPT)
@@ -109,6 +112,10 @@ class JobRequest(BaseModel):
     variation_strength: float = Field(0.25, ge=0, le=1, allow_inf_nan=False)
     seed_b: int | None = Field(None, ge=0, le=MAX_SEED, description="interpolation: the other end")
     frames: int = Field(8, ge=2, le=16, description="interpolation: pictures from seed to seed_b")
+    latent: str | None = Field(None, pattern=UPLOAD_ID, description="txt2img, variations, interpolation: the id "
+                               "of a projection's picture (a project job's): paint from its latent")
+    space: str | None = Field(None, max_length=20, description="project: the latent space (GET /api/models lists "
+                              "each model's spaces; default the first)")
     x: Axis | None = Field(None, description="grid: the columns")
     y: Axis | None = Field(None, description="grid: the rows (optional)")
     content_image: str | None = Field(None, pattern=UPLOAD_ID, description="style: a history image id as the content")
@@ -140,6 +147,19 @@ class JobRequest(BaseModel):
             raise ValueError("inpaint needs mask (an upload id: white = repaint, black = keep)")
         if t == "img2img" and self.mask is not None:
             raise ValueError("a mask makes this an inpaint job: use type inpaint")
+        if t == "project":
+            if self.init_image is None:
+                raise ValueError("project needs init_image: the upload id of the picture to find")
+            if self.mask is not None:
+                raise ValueError("project takes no mask: it finds the whole picture")
+        elif self.space is not None:
+            raise ValueError(f"space is the latent space of a project job, not of {t}")
+        if self.latent is not None:
+            if t not in FROM_LATENT:
+                raise ValueError(f"latent paints a projection in {', '.join(FROM_LATENT)} jobs, not in {t}")
+            if t == "txt2img" and (self.n != 1 or self.best_of != 1):
+                raise ValueError("a projection is painted once (n 1, best_of 1); variations paints several "
+                                 "nearby pictures")
         if t == "txt2img" and self.init_image is not None:
             raise ValueError("an init image makes this an img2img job: use type img2img")
         if self.mask is not None and self.init_image is None:
@@ -165,14 +185,25 @@ class JobRequest(BaseModel):
         return self
 
 
-def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[str, Any]:
-    """Refuse what does not fit ``model`` (a catalog entry); return the request to store, the seed drawn."""
+def check(req: JobRequest, model: dict[str, Any] | None, upload_exists,
+          projected_by: Callable[[str], str | None] = lambda _: None) -> dict[str, Any]:
+    """Refuse what does not fit ``model`` (a catalog entry); return the request to store, the seed drawn.
+    ``projected_by(image_id)``: the model a history picture was projected with (None: not a projection)."""
     for f in STYLE_FIELDS:
         if getattr(req, f) is not None:
             raise Invalid(f, f"{f} belongs to style jobs (type style), not to {req.type}")
     if model is None:
         raise Invalid("model", "give model: a name from GET /api/models" if req.model is None else
                       f"no model named {req.model!r}; GET /api/models lists them")
+    if req.type == "project":
+        return _check_project(req, model, upload_exists)
+    if req.latent is not None:
+        by = projected_by(req.latent)
+        if by is None:
+            raise Invalid("latent", f"{req.latent} is not a projection's picture; project one with a project job")
+        if by != model["name"]:
+            raise Invalid("latent", f"{req.latent} was projected with {by}; paint it with that model, not "
+                                    f"{model['name']}")
     if req.steps is not None and req.steps > MAX_STEPS:
         raise Invalid("steps", f"steps must be less than or equal to {MAX_STEPS} (up to {MAX_STYLE_STEPS} is for "
                       "gatys style transfer)")
@@ -218,6 +249,34 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists) -> dict[
     out["options"] = options
     for k, values in converted.items():
         out[k]["values"] = values
+    return out
+
+
+def _check_project(req: JobRequest, model: dict[str, Any], upload_exists) -> dict[str, Any]:
+    """A project job: a model that projects, one of its spaces, the picture's upload, and its class or caption."""
+    name = model["name"]
+    if not model["supports"].get("project"):
+        raise Invalid("model", f"{name} is a {model['family']} model, which cannot project pictures")
+    taken = {"type", "model", "prompt", "seed", "steps", "init_image", "space"}
+    for f, info in JobRequest.model_fields.items():
+        if f not in taken and getattr(req, f) != info.default:
+            raise Invalid(f, f"a project job takes {', '.join(sorted(taken - {'type', 'model'}))}, not {f}")
+    if req.space is not None and req.space not in model["spaces"]:
+        raise Invalid("space", f"{name} projects into {' or '.join(model['spaces'])}, not {req.space!r}")
+    assert req.init_image is not None
+    if not upload_exists(req.init_image):
+        raise Invalid("init_image", f"no upload with id {req.init_image}; upload the picture with POST /api/uploads "
+                                    "first")
+    if model["kind"] == "class" and req.prompt not in model["class_names"]:
+        raise Invalid("prompt", f"say which class the picture is: one of {', '.join(model['class_names'])}")
+    if model["kind"] == "text" and not req.prompt.strip():
+        raise Invalid("prompt", "describe the picture: the model projects under its caption")
+    if model["kind"] == "unconditional" and req.prompt:
+        raise Invalid("prompt", f"{name} is unconditional: leave the prompt empty")
+    out = req.model_dump()
+    out.update(seed=secrets.randbelow(2**31) if req.seed is None else req.seed,
+               steps=PROJECT_STEPS if req.steps is None else req.steps, space=req.space or model["spaces"][0],
+               options={})
     return out
 
 

@@ -130,6 +130,11 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
         return {"models": catalog.models(), "style": {
             "methods": [m for m in ("adain", "gatys") if m not in unavailable], "unavailable": unavailable}}
 
+    def projected_by(image_id: str) -> str | None:
+        """The model a history picture was projected with; None when it is not a projection."""
+        image = store.image(image_id)
+        return None if image is None or store.latent_path(image_id) is None else image["model"]
+
     @app.post("/api/jobs", status_code=202)
     def create_job(req: schema.JobRequest) -> dict[str, Any]:
         try:
@@ -137,7 +142,7 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
                 checked = schema.check_style(req, store.upload, store.image, runner.decoder)
             else:
                 checked = schema.check(req, catalog.get(req.model) if req.model else None,
-                                       lambda u: store.upload_path(u) is not None)
+                                       lambda u: store.upload_path(u) is not None, projected_by)
         except schema.Invalid as e:
             raise invalid(e.field, e.message) from None
         try:

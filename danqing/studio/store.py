@@ -80,7 +80,8 @@ class Store:
     def __init__(self, data_dir: str | Path):
         self.root = Path(data_dir).resolve()
         self.images_dir, self.uploads_dir = self.root / "images", self.root / "uploads"
-        for d in (self.root, self.images_dir, self.uploads_dir):
+        self.latents_dir = self.root / "latents"              # the projected latent of a projection's picture
+        for d in (self.root, self.images_dir, self.uploads_dir, self.latents_dir):
             d.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.root / "studio.sqlite", check_same_thread=False, isolation_level=None)
@@ -171,6 +172,13 @@ class Store:
         if self.image(image_id) is None:
             return None
         path = self.images_dir / f"{image_id}.png"
+        return path if path.is_file() else None
+
+    def latent_path(self, image_id: str) -> Path | None:
+        """The latent file of a known image that is a projection; None for anything else."""
+        if self.image(image_id) is None:
+            return None
+        path = self.latents_dir / f"{image_id}.safetensors"
         return path if path.is_file() else None
 
     def rate(self, image_id: str, rating: int) -> bool:
