@@ -157,3 +157,45 @@ def test_style_mode_restyles_an_uploaded_picture(studio, browser, tmp_path):
     finally:
         page.close()
     assert not problems, problems
+
+
+def test_find_an_uploaded_picture_then_paint_from_its_projection(studio, browser, tmp_path):
+    """The Find tab projects an upload (the tiny text model: DDIM inversion) and shows the model's picture; its
+    ◎ button makes painting start from that projection (a chip says so) until the chip is closed."""
+    from PIL import Image
+    Image.new("RGB", (24, 24), (210, 60, 40)).save(tmp_path / "red.png")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(studio)
+        page.wait_for_selector("#model option[value='t2i']", state="attached")
+        page.select_option("#model", "t2i")
+        page.click("#tab-project")
+        assert page.is_visible("#init-drop") and page.is_hidden("#strength") and page.is_hidden("#n")
+        assert page.input_value("#space") == "ode"
+        page.set_input_files("#init-file", str(tmp_path / "red.png"))
+        page.wait_for_selector("#canvas-wrap:not([hidden])")
+        page.fill("#prompt", "red apple")
+        page.fill("#project-steps", "3")
+        page.click("#generate")
+        page.wait_for_selector("#gallery .group .card .from-latent")
+        found = page.get_attribute("#gallery .group .card", "data-id")
+        assert get_json(f"{studio}/api/images/{found}/params")["latent"]
+        page.click("#gallery .group .card .from-latent")
+        assert page.is_visible("#latent-chip") and page.get_attribute("#tab-txt2img", "aria-selected") == "true"
+        page.click("#generate")
+        page.wait_for_function(f"""() => document.querySelectorAll('#gallery .group').length === 2 &&
+                                     document.querySelector('#gallery .group .card img') &&
+                                     document.querySelector('#gallery .group .card').dataset.id !== '{found}'""")
+        job = get_json(f"{studio}/api/jobs/{page.get_attribute('#gallery .group', 'data-job')}")
+        assert job["request"]["latent"] == found and job["request"]["n"] == 1, job
+        if os.environ.get("DANQING_SCREENSHOT"):
+            page.screenshot(path=str(tmp_path / "find.png"))
+        page.click("#latent-clear")
+        assert page.is_hidden("#latent-chip")
+        assert page.is_hidden("#error"), page.text_content("#error")
+    finally:
+        page.close()
+    assert not problems, problems

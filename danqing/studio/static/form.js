@@ -60,7 +60,10 @@ export function applyModel(keep) {
   if (!supports(m, 'best_of')) $('#best-of').value = '1';
   if (!keep) $('#size').value = String((m.defaults || {}).size || m.image_size || sizes[0]);
   const modes = {image: supports(m, 'img2img') || supports(m, 'inpaint'),
-    interpolation: supports(m, 'interpolation'), grid: supports(m, 'grid'), style: true};
+    interpolation: supports(m, 'interpolation'), grid: supports(m, 'grid'), style: true,
+    project: supports(m, 'project')};
+  fillSelect($('#space'), m.spaces || [], (s) => s.toUpperCase());
+  if (state.latent && state.latent.model !== m.name) setLatent(null);     // a projection belongs to its model
   for (const [mode, ok] of Object.entries(modes)) {
     const tab = $(`#tab-${mode}`);
     tab.disabled = !ok;
@@ -167,6 +170,10 @@ export async function buildRequest() {
   if (state.mode === 'txt2img') {
     req.n = num('#n');
     req.seed = nextSeed();
+    if (state.latent) {                        // the projection once, with the options of the form
+      Object.assign(req, {latent: state.latent.id, n: 1});
+      delete req.best_of;
+    }
   } else if (state.mode === 'image') {
     if (!state.init) throw new Error('Choose or drop an init image first.');
     req.n = num('#n');
@@ -178,6 +185,12 @@ export async function buildRequest() {
       req.type = 'inpaint';
       req.mask = await uploadMask();
     }
+  } else if (state.mode === 'project') {
+    if (!state.init) throw new Error('Choose or drop the picture to find first.');
+    const find = {type: 'project', model: m.name, prompt: req.prompt || '', init_image: state.init.id,
+      steps: num('#project-steps'), space: $('#space').value, seed: nextSeed()};
+    if (m.kind === 'class' && !find.prompt) throw new Error('Choose the class of the picture first.');
+    return find;
   } else if (state.mode === 'interpolation') {
     req.type = 'interpolation';
     delete req.best_of;
@@ -185,6 +198,7 @@ export async function buildRequest() {
     if ($('#seed-b').value.trim() === '') $('#seed-b').value = randomSeed();
     req.seed_b = num('#seed-b');
     req.frames = num('#frames');
+    if (state.latent) req.latent = state.latent.id;
   } else if (state.mode === 'grid') {
     req.type = 'grid';
     delete req.best_of;
@@ -199,6 +213,13 @@ export async function buildRequest() {
     }
   }
   return req;
+}
+
+// Paint from a projection (a project job's picture): {id, model, hash}, or null for the seeds' noise again.
+export function setLatent(latent) {
+  state.latent = latent;
+  $('#latent-chip').hidden = !latent;
+  if (latent) $('#latent-thumb').src = `/api/images/${encodeURIComponent(latent.id)}`;
 }
 
 function styleRequest() {
@@ -217,13 +238,16 @@ export function describe(req) {
   const seed = req.seed !== undefined && req.seed !== null ? `seed ${req.seed}` : '';
   const what = {
     txt2img: 'Paint', img2img: 'img2img', inpaint: 'Inpaint', variations: 'Variations',
-    interpolation: 'Interpolation', grid: 'X/Y grid', style: 'Style transfer'}[req.type] || req.type;
+    interpolation: 'Interpolation', grid: 'X/Y grid', style: 'Style transfer', project: 'Projection',
+  }[req.type] || req.type;
   const bits = [];
   if (req.type === 'style') bits.push(req.method, `${req.styles.length} style${req.styles.length > 1 ? 's' : ''}`);
   else if (req.type === 'interpolation') bits.push(`seed ${req.seed} → ${req.seed_b}, ${req.frames} frames`);
   else if (req.type === 'grid') bits.push(req.y ? `${req.x.param} × ${req.y.param}` : req.x.param, seed);
   else if (req.type === 'variations') bits.push(`near seed ${req.seed}, strength ${req.variation_strength}`);
+  else if (req.type === 'project') bits.push((req.space || '').toUpperCase(), seed);
   else bits.push(seed);
+  if (req.latent) bits.push('from a projection');
   const steps = req.steps || (req.options && req.options.steps);
   if (steps) bits.push(`${steps} steps`);
   return {what, prompt: req.prompt || '', detail: bits.filter(Boolean).join(' · ')};

@@ -1,7 +1,7 @@
 // The results: one group per job, a card per picture with its rating and what to do with it next.
 import {api, imageUrl, paramsOf} from './api.js';
 import {$, $$, clearError, el, icon, num, showError} from './dom.js';
-import {describe, setMode} from './form.js';
+import {describe, setLatent, setMode} from './form.js';
 import {loadHistory, modelFor, restoreFromImage} from './history.js';
 import {setInit} from './init-image.js';
 import {showPreview, submit} from './jobs.js';
@@ -50,13 +50,18 @@ function card(id, req) {
   down.addEventListener('click', () => rate(id, down.getAttribute('aria-pressed') === 'true' ? 0 : -1));
   const bar = el('div', {class: 'bar'}, up, down,
     req.type === 'style' ? null : el('button', {type: 'button', class: 'variations',
-      title: 'Variations: same prompt, nearby seeds', 'aria-label': 'Variations', onclick: () => variationsOf(id)},
+      title: 'Variations: same prompt, nearby seeds', 'aria-label': 'Variations', onclick: () => variationsOf(id, req.type)},
     icon('variations')),
     el('button', {type: 'button', title: 'Restore its parameters', 'aria-label': 'Restore parameters',
       onclick: () => restoreFromImage(id)}, icon('restore')),
     el('button', {type: 'button', class: 'use', title: 'Use as init image (in Style: as the picture to restyle)',
       'aria-label': 'Use this picture', onclick: () => (state.mode === 'style' ? useAsContent(id) : useAsInit(id))},
     icon('image')));
+  if (req.type === 'project') {
+    bar.append(el('button', {type: 'button', class: 'from-latent', title: 'Paint from this projection: '
+      + 'repaint it with other options, vary it, or interpolate it with a seed', 'aria-label': 'Paint from this projection',
+    onclick: () => paintFrom(id, req.model)}, icon('latent')));
+  }
   node.append(bar);
   if (req.type !== 'grid') {
     paramsOf(id).then((p) => {
@@ -94,7 +99,7 @@ async function rate(id, rating) {
   if ($('#history-rating').value !== '') loadHistory();
 }
 
-async function variationsOf(id) {
+async function variationsOf(id, type) {
   clearError();
   let p;
   try {
@@ -107,11 +112,30 @@ async function variationsOf(id) {
   if (!m) return;
   const req = {type: 'variations', model: m.name, prompt: p.prompt || '', n: num('#n'), seed: p.seed,
     size: p.size || num('#size'), variation_strength: num('#variation-strength')};
+  if (type === 'project') req.latent = id;                   // near the projection: its latent moved towards seeds
+  else if (p.latent && state.latent && state.latent.hash === p.latent) req.latent = state.latent.id;
   if (m.kind === 'text') req.negative_prompt = p.negative_prompt || '';
   const options = optionsFrom(p, m);
   if (!takesOptions(m)) Object.assign(req, options);
   else if (Object.keys(options).length) req.options = options;
   await submit(req);
+}
+
+async function paintFrom(id, model) {
+  clearError();
+  let p;
+  try {
+    p = await paramsOf(id);
+  } catch (e) {
+    showError(`Cannot read that picture's parameters: ${e.message}`);
+    return;
+  }
+  if ($('#model').value !== model && state.models.some((m) => m.name === model)) {
+    $('#model').value = model;
+    $('#model').dispatchEvent(new Event('change'));
+  }
+  setLatent({id, model, hash: p.latent});
+  setMode('txt2img');
 }
 
 async function useAsInit(id) {

@@ -2,7 +2,7 @@
 // The modules import each other's functions, so none of them acts while loading: this one, loaded last, starts
 // the page.
 import {$, $$} from './dom.js';
-import {applyModel, gridPlaceholders, loadModels, randomSeed, seedLocked, setLocked, setMode} from './form.js';
+import {applyModel, gridPlaceholders, loadModels, randomSeed, seedLocked, setLatent, setLocked, setMode} from './form.js';
 import {loadHistory, restoreFromFile} from './history.js';
 import {clearMask, paint, removeInit, setInit} from './init-image.js';
 import {cancelAll, generate} from './jobs.js';
@@ -75,6 +75,7 @@ function wire() {
   for (const tab of $$('.tabs [role="tab"]')) tab.addEventListener('click', () => setMode(tab.dataset.mode));
   $('#dice').addEventListener('click', () => { $('#seed').value = randomSeed(); });
   $('#dice-b').addEventListener('click', () => { $('#seed-b').value = randomSeed(); });
+  $('#latent-clear').addEventListener('click', () => setLatent(null));
   $('#seed-lock').addEventListener('click', () => setLocked(!seedLocked()));
   $('#seed').addEventListener('input', () => setLocked(true));
   for (const [input, out, digits] of [['#strength', '#strength-out', 2], ['#variation-strength', '#variation-out', 2],

@@ -48,7 +48,7 @@ const lowest = (o) => (typeof o.min === 'number' ? o.min : o.above);
 
 function control(o) {
   const id = document.getElementById(o.name) ? `option-${o.name}` : o.name;
-  const text = String(o.label || o.name);
+  const text = String(o.label || o.name.replace(/_/g, ' '));
   const title = o.help || null;
   let input;
   if (Array.isArray(o.choices) && o.choices.length) {

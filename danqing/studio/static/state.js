@@ -11,7 +11,8 @@ export const state = {
   mode: 'txt2img',
   jobs: new Map(),           // id -> job this page started
   shown: null,               // the job whose progress the bar shows
-  init: null,                // {id, width, height}: the uploaded init image
+  init: null,                // {id, width, height}: the uploaded init image (also the picture a projection finds)
+  latent: null,              // {id, model, hash}: the projection (a project job's picture) painting starts from
   content: null,             // style transfer: {id, upload, url}: an upload, or a picture of the history
   styles: [],                // style transfer: [{id, url, weight}]: uploads
   styleInfo: {methods: ['adain', 'gatys'], unavailable: {}},
