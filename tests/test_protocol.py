@@ -189,6 +189,8 @@ def test_resume_is_bit_exact(name, tmp_path, request, monkeypatch):
     with pytest.raises(Crash):
         train(run, tmp_path / "b", progress=False, on_step=crash)
     assert ckpt.resolve(tmp_path / "b").name == "step-0000003"
+    saved = load_file(str(tmp_path / "b" / "step-0000003" / ckpt.MODEL))
+    assert all(saved[k].item() > 0 for k in saved if k.endswith("aug.p")), "ADA's p must have moved off 0 here"
     resumed = train(run, tmp_path / "b", resume=True, progress=False)
     with open(tmp_path / "b" / "log.csv") as f:            # the crashed segment's step-4 row is replaced
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 2, 3, 4, 5, 6]

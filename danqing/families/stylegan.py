@@ -465,10 +465,11 @@ class StyleGAN(nn.Module):
 Model = StyleGAN
 
 PRESETS: dict[str, Config] = {
-    # conformance tests: every phase runs within a few steps, and ADA's p moves (so resuming must restore it)
+    # conformance tests: every phase runs within a few steps, and ADA's p moves (a low target: it rises at the
+    # first adjustment, so resuming must restore a p that is not 0)
     "tiny": Config(image_size=16, z_dim=16, w_dim=16, g_channels=16, d_channels=16, min_channels=8, num_classes=10,
                    r1_every=2, pl_every=2, augment="flip,color,translation,cutout", ada=True, ada_interval=2,
-                   ada_kimg=0.1),
+                   ada_kimg=0.1, ada_target=0.1),
     # the digits benchmark's size: 32x32 grayscale, ten classes
     "digits": Config(image_size=32, image_channels=1, z_dim=64, w_dim=64, g_channels=64, d_channels=64,
                      num_classes=10, r1_gamma=0.05),
