@@ -50,13 +50,16 @@ class Request:
 
     def rows(self, sl: slice) -> Request:
         """The pictures ``sl`` of this request."""
+        def rows(t: Tensor) -> Tensor:
+            return t if len(t) == 1 else t[sl]
+
         def part(t: Tensor | None) -> Tensor | None:
-            return t if t is None or len(t) == 1 else t[sl]
+            return None if t is None else rows(t)
         return Request(self.seeds[sl], None if self.prompts is None else self.prompts[sl],
                        None if self.labels is None else self.labels[sl], self.negative, part(self.image),
                        part(self.mask), self.size, self.options, self.variation_seeds[sl],
                        self.variation_strengths[sl],
-                       None if self.latent is None else {k: part(v) for k, v in self.latent.items()})
+                       None if self.latent is None else {k: rows(v) for k, v in self.latent.items()})
 
 
 class Painter:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import secrets
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -27,83 +27,18 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .version import __version__
 from . import checkpoint as ckpt
-from .config import ConfigError, from_dict
+from .config import ConfigError
 from .families import spec as family_spec
 from .generate import Painter, PipelineError, Request, check_size, family_options, slerp
 from .images import save_with_params, to_pil
+from .params import Params, a1111_options, read_parameters
 from .pixels import from_uint8
 from .protocol import Cond, Denoises, FamilySpec, Scores
 
 WEIGHTS = Path(__file__).parent / "weights"          # bundled models: weights/<name>/{config.json, model.safetensors}
 LIMITS = {"n": (1, 16), "best_of": (1, 16), "frames": (2, 16)}
 SCORER = "emoji-scorer"                              # the bundled prompt-consistency scorer used by best_of
-A1111 = ("sampler", "steps", "guidance", "strength")  # options that A1111's parameters text names
-
-
-@dataclass
-class Params:
-    """Everything needed to paint one picture again; stored as JSON in the PNG's ``danqing`` chunk."""
-
-    prompt: str
-    negative_prompt: str = ""
-    seed: int = 0
-    options: dict[str, Any] = field(default_factory=dict)  # the family's sampling options, all of them
-    # sampler, steps, guidance and strength repeat the options of those names: what A1111's text shows, and
-    # what pictures painted before options were recorded carry (see ``painted_options``)
-    sampler: str = "dpmpp2m"
-    steps: int = 20
-    guidance: float = 1.0
-    size: int = 64
-    strength: float = 1.0
-    model: str = ""
-    weights: str = ""                                    # sha256 prefix of model.safetensors
-    precision: str = "fp32"                              # "bf16" or "fp32": part of what makes pixels identical
-    batch_seeds: list[int] = field(default_factory=list)  # the seeds drawn together with this one
-    init_image: bool = False
-    mask: bool = False
-    best_of: int = 1                                     # candidates painted for this picture; the best was kept
-    score: float | None = None                           # its prompt-consistency score (cosine), when scored
-    variation_seed: int | None = None                    # a second seed whose noise is mixed in (variations, ...)
-    variation_strength: float = 0.0                      # ... 0 = the seed's own noise, 1 = the variation seed's
-    batch_variation_seeds: list[int] = field(default_factory=list)    # per picture of the batch ([] = none)
-    batch_strengths: list[float] = field(default_factory=list)
-    index: int = -1                                      # position in the batch (-1: where seed is in batch_seeds)
-    latent: str = ""                                     # the projected latent painted from (``latent_id``), or ""
-    version: str = __version__
-
-    def a1111(self) -> str:
-        """The `parameters` text other tools (A1111, civitai, ...) read."""
-        lines = [self.prompt]
-        if self.negative_prompt:
-            lines.append(f"Negative prompt: {self.negative_prompt}")
-        best = f", Best of: {self.best_of}" if self.best_of > 1 else ""
-        if self.variation_seed is not None:
-            best += f", Variation seed: {self.variation_seed}, Variation seed strength: {self.variation_strength:.3g}"
-        score = f", Prompt score: {self.score:.3f}" if self.score is not None else ""
-        score += f", Latent: {self.latent}" if self.latent else ""
-        sampled = f"Steps: {self.steps}, Sampler: {self.sampler}, CFG scale: {self.guidance:g}, " \
-            if "steps" in self.options or not self.options else ""
-        own = "".join(f", {k.replace('_', ' ').capitalize()}: {v}" for k, v in self.options.items() if k not in A1111)
-        lines.append(f"{sampled}Seed: {self.seed}, Size: {self.size}x{self.size}, Model hash: {self.weights[:10]}, "
-                     f"Model: {self.model}{own}{best}{score}, Version: danqing {self.version}")
-        return "\n".join(lines)
-
-    def painted_options(self, names: list[str]) -> dict[str, Any]:
-        """The options this picture was painted with, among ``names`` (a PNG from before options were recorded
-        has only the A1111 ones; its strength counts only when it started from an input picture)."""
-        given = self.options or a1111_options(self.sampler, self.steps, self.guidance, self.strength,
-                                              self.init_image)
-        return {k: v for k, v in given.items() if k in names}
-
-
-def a1111_options(sampler: str | None, steps: int | None, guidance: float | None, strength: float | None,
-                  from_picture: bool) -> dict[str, Any]:
-    """The options A1111's fields name, those that are set (strength only counts for an input picture): what
-    PNGs painted before options were recorded, top-level studio fields and old queued jobs give."""
-    named = {"sampler": sampler, "steps": steps, "guidance": guidance, "strength": strength if from_picture else None}
-    return {k: v for k, v in named.items() if v is not None}
 
 
 def _check_count(name: str, value: object, limits: tuple[int, int]) -> None:
@@ -113,33 +48,6 @@ def _check_count(name: str, value: object, limits: tuple[int, int]) -> None:
         raise PipelineError(f"{name} must be a whole number, got {value!r}")
     if not lo <= value <= hi:
         raise PipelineError(f"{name} must be between {lo} and {hi}, got {value}")
-
-
-def read_parameters(path: str | Path) -> Params:
-    """The parameters stored in a PNG written by danqing."""
-    try:
-        with Image.open(path) as img:
-            text = img.info.get("danqing")
-    except (OSError, ValueError) as e:
-        raise PipelineError(f"cannot read {path}: {e}") from None
-    if not text:
-        raise PipelineError(f"{path} carries no danqing parameters (it was not painted by danqing, or its "
-                            "metadata was stripped)")
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise PipelineError(f"{path}'s danqing parameters are not valid JSON ({type(e).__name__}); the PNG's "
-                            "metadata was edited or damaged") from None
-    if not isinstance(data, dict):
-        raise PipelineError(f"{path}'s danqing parameters are not an object; the PNG's metadata was edited")
-    if data.get("kind", "paint") != "paint":
-        raise PipelineError(f"{path} was made by `danqing {data['kind']}`, not painted: repeat it with that command "
-                            "(its parameters are in the PNG's `danqing` chunk)")
-    known = set(Params.__dataclass_fields__)
-    try:
-        return from_dict(Params, {k: v for k, v in data.items() if k in known}, where="the PNG's ")
-    except ConfigError as e:
-        raise PipelineError(f"{path}: {e} (its parameters were edited)") from None
 
 
 def _sha(path: Path) -> str:
@@ -461,5 +369,4 @@ def next_paths(folder: str | Path, n: int) -> list[Path]:
 
 
 __all__ = ["Params", "Pipeline", "PipelineError", "a1111_options", "bundled", "latent_id", "load", "next_paths",
-           "precheck",
-           "read_parameters", "resolve_model", "slerp"]
+           "precheck", "read_parameters", "resolve_model", "slerp"]

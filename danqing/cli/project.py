@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from .common import UsageError
 
@@ -75,7 +76,7 @@ def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
         print(f"{picture}: {out / (stem + '.latent.safetensors')}  ({space}, {args.steps} steps; {figures})")
 
 
-def _read(path: str, side: int, channels: int, fit: str | None):
+def _read(path: str, side: int, channels: int, fit: Literal["crop", "pad"] | None):
     """A picture as a (C, side, side) tensor in [-1, 1]; a picture that is not square needs ``--fit``."""
     import torch
     from PIL import Image
