@@ -5,6 +5,7 @@ Skipped where chromium or playwright is missing.  ``DANQING_SCREENSHOT=1`` also 
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -44,6 +45,23 @@ def studio(tmp_path_factory, tiny_text_encoder):
     yield f"http://127.0.0.1:{port}"
     stop()
     mp.undo()
+
+
+@contextlib.contextmanager
+def opened(browser, studio: str, timeout_ms: int = 60_000):
+    """A page on the studio, its model list loaded; no page error may happen while it is used."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    problems = []
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.set_default_timeout(timeout_ms)
+    try:
+        page.goto(studio)
+        page.wait_for_selector("#model option[value='t2i']", state="attached")
+        yield page
+        assert page.is_hidden("#error"), page.text_content("#error")
+    finally:
+        page.close()
+    assert not problems, problems
 
 
 def get_json(url: str):
@@ -126,13 +144,7 @@ def test_style_mode_restyles_an_uploaded_picture(studio, browser, tmp_path):
     for i, name in enumerate(("content.png", "style.png")):
         small = np.random.default_rng(i).integers(0, 256, (4, 4, 3), dtype=np.uint8)
         Image.fromarray(small).resize((72, 64), Image.Resampling.BICUBIC).save(tmp_path / name)
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    problems = []
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(studio)
-        page.wait_for_selector("#model option[value='t2i']", state="attached")
+    with opened(browser, studio) as page:
         page.click("#tab-style")
         assert page.is_hidden("#prompt") and page.is_hidden("#seed") and page.is_visible("#content-drop")
         assert page.input_value("#method") == "gatys"                     # no decoder in this studio
@@ -153,10 +165,6 @@ def test_style_mode_restyles_an_uploaded_picture(studio, browser, tmp_path):
         page.click(f"#history .item[data-id='{job['images'][0]}']")
         page.wait_for_function("() => document.querySelector('#style-steps').value === '2'")
         assert page.is_visible("#content-drop") and page.is_hidden("#prompt")
-        assert page.is_hidden("#error"), page.text_content("#error")
-    finally:
-        page.close()
-    assert not problems, problems
 
 
 def test_find_an_uploaded_picture_then_paint_from_its_projection(studio, browser, tmp_path):
@@ -164,13 +172,7 @@ def test_find_an_uploaded_picture_then_paint_from_its_projection(studio, browser
     ◎ button makes painting start from that projection (a chip says so) until the chip is closed."""
     from PIL import Image
     Image.new("RGB", (24, 24), (210, 60, 40)).save(tmp_path / "red.png")
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    problems = []
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.set_default_timeout(60_000)
-    try:
-        page.goto(studio)
-        page.wait_for_selector("#model option[value='t2i']", state="attached")
+    with opened(browser, studio) as page:
         page.select_option("#model", "t2i")
         page.click("#tab-project")
         assert page.is_visible("#init-drop") and page.is_hidden("#strength") and page.is_hidden("#n")
@@ -191,11 +193,5 @@ def test_find_an_uploaded_picture_then_paint_from_its_projection(studio, browser
                                      document.querySelector('#gallery .group .card').dataset.id !== '{found}'""")
         job = get_json(f"{studio}/api/jobs/{page.get_attribute('#gallery .group', 'data-job')}")
         assert job["request"]["latent"] == found and job["request"]["n"] == 1, job
-        if os.environ.get("DANQING_SCREENSHOT"):
-            page.screenshot(path=str(tmp_path / "find.png"))
         page.click("#latent-clear")
         assert page.is_hidden("#latent-chip")
-        assert page.is_hidden("#error"), page.text_content("#error")
-    finally:
-        page.close()
-    assert not problems, problems

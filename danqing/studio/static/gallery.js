@@ -99,15 +99,20 @@ async function rate(id, rating) {
   if ($('#history-rating').value !== '') loadHistory();
 }
 
-async function variationsOf(id, type) {
+// A picture's parameters, or null (the error shown) when they cannot be read.
+async function paramsOrNull(id) {
   clearError();
-  let p;
   try {
-    p = await paramsOf(id);
+    return await paramsOf(id);
   } catch (e) {
     showError(`Cannot read that picture's parameters: ${e.message}`);
-    return;
+    return null;
   }
+}
+
+async function variationsOf(id, type) {
+  const p = await paramsOrNull(id);
+  if (!p) return;
   const m = modelFor(p) || state.model;
   if (!m) return;
   const req = {type: 'variations', model: m.name, prompt: p.prompt || '', n: num('#n'), seed: p.seed,
@@ -122,14 +127,8 @@ async function variationsOf(id, type) {
 }
 
 async function paintFrom(id, model) {
-  clearError();
-  let p;
-  try {
-    p = await paramsOf(id);
-  } catch (e) {
-    showError(`Cannot read that picture's parameters: ${e.message}`);
-    return;
-  }
+  const p = await paramsOrNull(id);
+  if (!p) return;
   if ($('#model').value !== model && state.models.some((m) => m.name === model)) {
     $('#model').value = model;
     $('#model').dispatchEvent(new Event('change'));
