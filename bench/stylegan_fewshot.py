@@ -2,7 +2,8 @@
 the same data, each for the same minutes of CPU.
 
     python bench/stylegan_fewshot.py --minutes 5                 # 7 runs, about 45 minutes on 2 cores
-    python bench/stylegan_fewshot.py --runs stylegan:100:ada --minutes 2
+    python bench/stylegan_fewshot.py --runs stylegan:1000:none:uncond --minutes 5 \
+        --folder peer=runs/bench-peer/pictures                    # against the peer (bench/stylegan_peer.py)
 
 The 1,797 built-in digits (32x32) are split once (seed 0): 797 held out as the reference, the first 100 or 1,000
 of the others for training (class folders, so every model is class-conditional).  Each run trains with the
@@ -11,7 +12,10 @@ cutout at p = 1) or ADA (the same transforms at an adaptive p, target 0.6).  The
 classes in turn, seeds 0..999) are scored: FID and KID against the 797 held-out digits (TF-FID Inception;
 FID from 797 reference pictures is biased upwards, so compare rows, not papers), and the memorisation report
 against the run's own training pictures (the share of pictures closer to a training picture than the 1%
-quantile of the training pictures' own nearest-neighbour distances).
+quantile of the training pictures' own nearest-neighbour distances).  A fourth field ``uncond`` trains the model
+without classes (as the peer, which is unconditional), scored on 1,000 pictures of seeds 0..999; ``--folder
+NAME=DIR`` scores the pictures of another program (e.g. the peer's) the same way, against the 1,000 training
+digits for memorisation.
 """
 from __future__ import annotations
 
@@ -69,6 +73,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench-fewshot")
     ap.add_argument("-n", type=int, default=1000, help="pictures scored per run")
     ap.add_argument("--resume", action="store_true", help="score the existing runs without training")
+    ap.add_argument("--folder", action="append", default=[], metavar="NAME=DIR", help="also score these pictures")
     a = ap.parse_args()
     out = Path(a.out)
     folders, held = split(out / "data")
@@ -77,12 +82,25 @@ def main() -> None:
     print(f"{len(held)} held-out digits; {a.minutes:g} min of training a run; {a.n} pictures scored a run")
     print("| family | pictures | augmentation | steps | FID | KID (x1000) | copy rate | final ADA p |")
     print("|---|---|---|---|---|---|---|---|")
+    def score(name: str, n: int, aug: str, steps: str, pictures: np.ndarray, p: float | None, t0: float) -> None:
+        gen = features(rgb(pictures), inception)
+        trained = load_dataset(DataConfig(str(folders[n]), size=32, channels=1), progress=False)
+        copies = memorisation(gen, features(rgb(np.asarray(trained.images)), inception, key=None))
+        k_mean, k_std = kid(gen, ref, subset_size=min(1000, len(ref) // 2))
+        print(f"| {name} | {n} | {aug} | {steps} | {fid(gen, ref):.1f} | {1000 * k_mean:.1f} ± {1000 * k_std:.1f} | "
+              f"{copies.rate:.1%} | {'' if p is None else f'{p:.2f}'} |  ({time.perf_counter() - t0:.0f} s to score)",
+              flush=True)
+
+    for item in a.folder:
+        name, _, where = item.partition("=")
+        pics = load_dataset(DataConfig(where, size=32, channels=1), progress=False)
+        score(name, 1000, "(its own)", "", np.asarray(pics.images[:a.n]), None, time.perf_counter())
     for item in a.runs:
-        family, n, aug = item.split(":")
-        fam, folder = spec(family), folders[int(n)]
-        run_dir = out / f"{family}-{n}-{aug}"
+        family, n, aug, *more = item.split(":")
+        fam, folder, uncond = spec(family), folders[int(n)], more == ["uncond"]
+        run_dir = out / (f"{family}-{n}-{aug}" + ("-uncond" if uncond else ""))
         if not a.resume:
-            cfg = dataclasses.replace(fam.presets["digits"], **AUGMENT[aug])
+            cfg = dataclasses.replace(fam.presets["digits"], **AUGMENT[aug], **({"num_classes": 0} if uncond else {}))
             tc = dataclasses.replace(TrainConfig(), **fam.train_defaults)
             tc = dataclasses.replace(tc, steps=1_000_000, time_limit=a.minutes, sample_every=0, ckpt_every=2000,
                                      batch_size=32)
@@ -92,16 +110,10 @@ def main() -> None:
         painter = Painter(model, fam, class_names=meta.get("class_names"))
         seeds = list(range(a.n))
         t0 = time.perf_counter()
-        pictures = to_uint8(painter(Request(seeds, labels=[s % 10 for s in seeds]), batch_size=100)).numpy()
-        gen = features(rgb(pictures), inception)
-        trained = load_dataset(DataConfig(str(folder), size=32, channels=1), progress=False)
-        train_feats = features(rgb(np.asarray(trained.images)), inception, key=None)
-        copies = memorisation(gen, train_feats)
-        k_mean, k_std = kid(gen, ref, subset_size=min(1000, len(ref) // 2))
+        labels = None if uncond else [s % 10 for s in seeds]
+        pictures = to_uint8(painter(Request(seeds, labels=labels), batch_size=100)).numpy()
         p = model.aug.p.item() if getattr(model, "aug", None) is not None else None
-        print(f"| {family} | {n} | {aug} | {meta['step']:,} | {fid(gen, ref):.1f} | {1000 * k_mean:.1f} ± "
-              f"{1000 * k_std:.1f} | {copies.rate:.1%} | {'' if p is None else f'{p:.2f}'} |"
-              f"  ({time.perf_counter() - t0:.0f} s to score)", flush=True)
+        score(family + (" (no classes)" if uncond else ""), int(n), aug, f"{meta['step']:,}", pictures, p, t0)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,27 @@ on the CPU for a fixed number of wall-clock minutes on a folder of pictures; the
     danqing eval --generated runs/bench-peer/pictures --reference REFERENCE --metrics fid,kid
 
 The peer is never a dependency of danqing: this script makes its own virtual environment (--venv, default
-runs/peer-venv, about 6 GB) on first use with torch 2.14.1 and torchvision 0.29.1, the imports the peer really
-needs, and the peer itself with --no-deps (not ``aim``, a heavy logging package used only with log=True, nor
-``contrastive_learner``, used only with cl_reg=True).  A small runner program (RUNNER below) runs in that
-environment and prints one line of JSON: {"steps", "seconds", "images_per_second", "pictures", ...}, where
-images_per_second counts the real pictures the discriminator is shown (steps x batch size).
+runs/peer-venv, 5.5 GB, 1.5 minutes here) on first use with torch 2.14.1 and torchvision 0.29.1, the imports
+the peer really needs, and the peer itself with --no-deps (not ``aim``, a heavy logging package used only with
+log=True, nor ``contrastive_learner``, used only with cl_reg=True).  A small runner program (RUNNER below) runs
+in that environment and writes OUT/result.json, which this script prints as one line of JSON: {"steps",
+"seconds", "images_per_second", "pictures", ...}, where images_per_second counts the real pictures the
+discriminator is shown (steps x batch size).
 
-Settings: image size --image-size, network_capacity 16, batch 32, gradient_accumulate_every 1, the learning rate
-and TTUR multiplier of the peer's command line (2e-4, 1.5), its other Trainer defaults (latent 512, 8 mapping
-layers, style mixing 0.9, hinge loss, R1 every 4 steps, path length after 5,000 steps), its augmentation off
-unless --aug-prob > 0 (--aug-types as the peer names them: translation, cutout, color).  The peer trains
-unconditional RGB pictures (it converts every picture to RGB); when every training picture is single-channel
-the output is saved as grayscale (luma), unless --keep-rgb.  Its data set reads *.jpg, *.jpeg and *.png
-(lower case) in the folder and every sub-folder; other files are skipped (the count is printed).
+Settings: image size --image-size, batch 32, gradient_accumulate_every 1, the learning rate and TTUR multiplier
+of the peer's command line (2e-4, 1.5), its other Trainer defaults (style mixing 0.9, hinge loss, R1 every 4
+steps, path length after 5,000 steps), its augmentation off unless --aug-prob > 0 (--aug-types as the peer names
+them: translation, cutout, color).  The size is the peer's default (--capacity 16, --fmap-max 512, --latent-dim
+512, --style-depth 8: at 32 px 5.3 M parameters in S+G and 15.3 M in D, some 20 and 50 times danqing's digits
+preset); --capacity 4 --fmap-max 128 is the peer near danqing's size (G 0.36 M + the 2.1 M mapping network, D
+0.96 M).  Keep the latent at 512: with a small one (64, 2 mapping layers) the peer's mapping network (lr_mul 0.1)
+starts with pictures almost independent of the latent and they stay so (checked for 200 steps).  --fmap-max
+must not cap the generator (the peer builds its EMA generator without fmap_max, so the two would not match).
+
+Data: the peer trains unconditional RGB pictures (it converts every picture to RGB, so class folders are just
+folders); when every training picture is single-channel the output is saved as grayscale (luma), unless
+--keep-rgb.  Its data set reads *.jpg, *.jpeg and *.png (lower case) in the folder and every sub-folder; other
+files are skipped (the count is printed).
 
 Pictures: --generator auto (default) draws from the peer's EMA generator (GAN.SE/GAN.GE) only once the peer has
 started its moving average: its Trainer updates the EMA from step 20,000 on and, up to then, merely copies the
@@ -43,7 +51,8 @@ Benchmark-only shims so that the peer runs on a CPU at all (in RUNNER; the peer'
 The training loop is the peer's command-line loop: ``retry_call(trainer.train, tries=3, exceptions=NanException)``
 until the minutes are up (the model is built before the clock starts).
 
-Exit status 2, with one line, on bad input: a missing data folder, no pictures, fewer pictures than a batch.
+Exit status 2, with one line, on bad input: a missing data folder, no pictures, fewer pictures than a batch, an
+unreadable picture, an image size that is not a power of two.
 """
 from __future__ import annotations
 
@@ -87,7 +96,8 @@ torch.nn.Module.cuda = lambda self, *args, **kwargs: self
 torch.manual_seed(a["seed"]); np.random.seed(a["seed"]); random.seed(a["seed"])
 out = Path(a["out"])
 t = peer.Trainer(name="bench", base_dir=str(out / "peer-work"), image_size=a["image_size"],
-                 network_capacity=a["capacity"], batch_size=a["batch"], gradient_accumulate_every=1,
+                 network_capacity=a["capacity"], fmap_max=a["fmap_max"], latent_dim=a["latent_dim"],
+                 style_depth=a["style_depth"], batch_size=a["batch"], gradient_accumulate_every=1,
                  lr=2e-4, ttur_mult=1.5, num_workers=0, save_every=a["save_every"], evaluate_every=10**9,
                  trunc_psi=1.0, aug_prob=a["aug_prob"], aug_types=a["aug_types"], log=False)
 t.clear()                                                      # no checkpoint of an earlier run to reload
@@ -127,14 +137,15 @@ while done < a["n"]:                                           # chunks of 500 k
     assert torch.isfinite(images).all(), "the peer painted NaN"
     arr = images.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for i, x in enumerate(arr):
-        img = Image.fromarray(x, "RGB")
+        img = Image.fromarray(x)                                  # H x W x 3: RGB
         (img.convert("L") if a["gray"] else img).save(pictures / f"{done + i:05d}.png")
     done += k
 
 steps = t.steps
 result = {"peer": peer.__version__, "steps": steps, "seconds": round(seconds, 1),
           "images_per_second": round(steps * a["batch"] / seconds, 2), "pictures": a["n"], "generator": which,
-          "batch_size": a["batch"], "image_size": a["image_size"], "threads": a["threads"]}
+          "batch_size": a["batch"], "image_size": a["image_size"], "threads": a["threads"],
+          "parameters": {"S+G": n_params, "D": d_params}}
 (out / "result.json").write_text(json.dumps(result) + "\n")
 '''
 
@@ -157,7 +168,7 @@ def ensure_venv(venv: Path) -> Path:
     if marker.is_file():
         return py
     t0 = time.perf_counter()
-    print(f"making the peer environment {venv} (once; several minutes, about 6 GB)", flush=True)
+    print(f"making the peer environment {venv} (once: 5.5 GB, a minute or two)", flush=True)
     if not py.exists():
         run([sys.executable, "-m", "venv", venv])
     run([py, "-m", "pip", "install", "--no-input", *PEER_ENV])
@@ -175,6 +186,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000, help="pictures to paint")
     ap.add_argument("--image-size", type=int, default=32, help="a power of two")
     ap.add_argument("--capacity", type=int, default=16, help="the peer's network_capacity")
+    ap.add_argument("--fmap-max", type=int, default=512, help="the peer's cap on channels")
+    ap.add_argument("--latent-dim", type=int, default=512, help="the peer's latent (and style) size")
+    ap.add_argument("--style-depth", type=int, default=8, help="the peer's mapping network layers")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--aug-prob", type=float, default=0.0, help="the peer's DiffAugment probability (0: off)")
     ap.add_argument("--aug-types", default="translation,cutout", help="the peer's DiffAugment types")
@@ -201,6 +215,10 @@ def main() -> None:
         fail(f"--image-size {a.image_size} is not a power of two of at least 8")
     if a.n < 1 or a.minutes <= 0:
         fail("-n and --minutes must be positive")
+    g_max = a.capacity * a.image_size // 2                    # the peer's widest generator layer
+    if a.fmap_max < g_max:
+        fail(f"--fmap-max {a.fmap_max} caps the generator ({g_max} channels at --capacity {a.capacity}): the "
+             "peer's EMA generator would not match it")
     skipped = len(files) - len(seen)
     gray = not a.keep_rgb and all(_channels(p) == 1 for p in seen)
     print(f"{len(seen)} pictures the peer reads in {data}" + (f" ({skipped} other files skipped)" if skipped else "")
@@ -211,7 +229,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").unlink(missing_ok=True)
     settings = {"data": str(data.resolve()), "out": str(out), "minutes": a.minutes, "n": a.n,
-                "image_size": a.image_size, "capacity": a.capacity, "batch": a.batch_size, "aug_prob": a.aug_prob,
+                "image_size": a.image_size, "capacity": a.capacity, "fmap_max": a.fmap_max,
+                "latent_dim": a.latent_dim, "style_depth": a.style_depth, "batch": a.batch_size,
+                "aug_prob": a.aug_prob,
                 "aug_types": [s for s in a.aug_types.split(",") if s], "generator": a.generator, "gray": gray,
                 "save_every": a.save_every, "threads": a.threads, "seed": a.seed}
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
@@ -230,8 +250,11 @@ def main() -> None:
 
 
 def _channels(path: Path) -> int:
-    with Image.open(path) as img:
-        return 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else len(img.getbands())
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in ("1", "L", "LA", "I", "I;16", "F") else len(img.getbands())
+    except OSError:
+        fail(f"cannot read the picture {path}")
 
 
 if __name__ == "__main__":

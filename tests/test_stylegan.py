@@ -231,3 +231,20 @@ def test_project_command_writes_the_latent_the_picture_and_the_search(tmp_path, 
     save_latent(tmp_path / "other.safetensors", latent, {"family": "diffusion", "model": "x"})
     assert main(["sample", str(run), "--latent", str(tmp_path / "other.safetensors"), "-o", str(tmp_path / "o.png")]) == 2
     assert "projected with a diffusion model" in capsys.readouterr().err
+
+
+def test_the_bundled_emoji_faces_model_paints_each_style():
+    """The bundled StyleGAN (docs/stylegan.md, its model card): five styles as classes; at psi 0 two seeds of a
+    style share its mean style (only the per-pixel noise differs), at psi 1 they differ far more."""
+    from danqing.pipeline import WEIGHTS, load
+    if not (WEIGHTS / "stylegan-emoji-faces").is_dir():
+        pytest.skip("the bundled StyleGAN is not installed")
+    pipe = load("stylegan-emoji-faces")
+    assert pipe.class_names == ["fluent-3d", "fluent-flat", "noto", "openmoji", "twemoji"]
+    import numpy as np
+    pictures = [np.asarray(p, dtype=np.float32) for p in pipe("", n=5, seed=0)]     # the styles in turn
+    assert all(p.shape == (32, 32, 3) and p.std() > 20 for p in pictures)
+    def spread(psi: float) -> float:
+        a, b = (np.asarray(p, dtype=np.float32) for p in pipe("noto", n=2, seed=3, truncation=psi))
+        return float(np.abs(a - b).mean())
+    assert spread(0.0) < 0.5 * spread(1.0)
