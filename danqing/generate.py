@@ -205,7 +205,6 @@ class Painter:
                     negative=None if negative is None else negative.to(self.device), callback=callback)
             return cast(Generates, self.model).sample(n, cond, generator=gens, noise=noise, options=options)
 
-
     def project(self, req: Request, *, steps: int = 200, space: str = "", distance: Distance | None = None,
                 callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
         """The latent of the pictures ``req.image`` (n, C, S, S) in [-1, 1] at the model's size, under the
@@ -235,10 +234,9 @@ class Painter:
     def check_latent(self, latent: Mapping[str, Tensor], n: int) -> None:
         if not self.spec.can(Projects):
             raise PipelineError(f"{self.name} is a {self.spec.name} model, which does not paint projected latents")
-        rows = {len(v) for v in latent.values()}
-        if not latent or len(rows) != 1 or rows.pop() not in (1, n):
-            raise PipelineError(f"the latent holds {sorted(rows) or 'no'} pictures; paint 1 or as many pictures "
-                                f"as it holds")
+        rows = sorted({len(v) for v in latent.values()})
+        if len(rows) != 1 or rows[0] not in (1, n):
+            raise PipelineError(f"the latent holds {rows or 'no'} pictures; paint 1 or as many pictures as it holds")
 
     def _render(self, req: Request, cond: Cond | None, options: Any) -> Tensor:
         """A projected latent: its pictures, each moved towards its variation seed's by its strength."""

@@ -322,9 +322,9 @@ class Diffusion(nn.Module):
         inversion retraced; a sampler or guidance of the options would paint another picture), after moving the
         noise ``strength`` of the way along the great circle to ``toward``."""
         noise, steps = latent["noise"].to(self.null_device).float(), int(latent["steps"].flatten()[0])
-        if tuple(noise.shape[1:]) != tuple(self.noise(1).shape[1:]):
+        if tuple(noise.shape[1:]) != self.noise_shape():
             raise ValueError(f"the latent's noise is {tuple(noise.shape[1:])}, this model's "
-                             f"{tuple(self.noise(1).shape[1:])}: it was projected with another model")
+                             f"{self.noise_shape()}: it was projected with another model")
         if toward is not None and strength is not None:
             noise = slerp(noise, toward.to(noise), strength.to(noise))
         o = replace(options if options is not None else Options(), sampler="euler", steps=steps, guidance=1.0)
@@ -332,8 +332,12 @@ class Diffusion(nn.Module):
 
     def noise(self, n: int, generator: Generators = None, size: int | None = None) -> Tensor:
         """The standard normal noise (n, C, h, w) that ``sample`` starts from (latent-sized for latent models)."""
+        return randn((n, *self.noise_shape(size)), generator, self.null_device)
+
+    def noise_shape(self, size: int | None = None) -> tuple[int, int, int]:
+        """(C, h, w) of one picture's noise at ``size`` (None: the training size)."""
         res = (size or self.config.image_size) // (self.ae.factor if self.ae is not None else 1)
-        return randn((n, self.shape[0], res, res), generator, self.null_device)
+        return (self.shape[0], res, res)
 
     def _full_cond(self, cond: Cond | None, n: int) -> Cond:
         """cond with the parts the denoiser reads filled in: class labels (null when absent) and text."""

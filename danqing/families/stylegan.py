@@ -124,11 +124,15 @@ class StyleGAN(nn.Module):
     def ws(self, z: Tensor, cond: Cond | None, truncation: float = 1.0) -> Tensor:
         """Styles (B, num_ws, w_dim) of z (B, z_dim): one w for every layer, pulled towards the mean w of each
         picture's class by ``truncation`` psi (w' = w_avg + psi (w - w_avg), StyleGAN sec. B)."""
-        w = self.g.mapping(z, cond)
-        if truncation != 1.0:
-            mean = self.g.mapping.mean(cond, len(w)).to(w.dtype)
-            w = mean + truncation * (w - mean)
-        return w[:, None].expand(-1, self.num_ws, -1)
+        return self.truncate(self.g.mapping(z, cond), cond, truncation)[:, None].expand(-1, self.num_ws, -1)
+
+    def truncate(self, w: Tensor, cond: Cond | None, psi: float) -> Tensor:
+        """w (B, w_dim) or styles (B, num_ws, w_dim) pulled towards each picture's class mean: mean + psi (w - mean)."""
+        if psi == 1.0:
+            return w
+        mean = self.g.mapping.mean(cond, len(w)).to(w.dtype)
+        mean = mean if w.dim() == 2 else mean[:, None]
+        return mean + psi * (w - mean)
 
     def mix_range(self, layers: str) -> range:
         """The style indices a mixing range covers: the layers in thirds, coarse to fine (the paper's 4-8, 16-32
@@ -293,9 +297,7 @@ class StyleGAN(nn.Module):
         if toward is not None:
             amount = torch.zeros(n, device=dev) if strength is None else strength.to(dev).float()
             ws = ws.lerp(self.ws(toward.to(dev), wanted), amount[:, None, None])
-        if o.truncation != 1.0:
-            mean = self.g.mapping.mean(wanted, n)[:, None].float()
-            ws = mean + o.truncation * (ws - mean)
+        ws = self.truncate(ws, wanted, o.truncation)
         return self.g.synthesis(self._mixed(ws, wanted, o), maps).float().clamp(-1, 1)
 
 Model = StyleGAN
