@@ -1,7 +1,7 @@
 """StyleGAN on the emoji faces: the truncation trade-off and the projection of held-out pictures.
 
     python bench/stylegan.py truncation --model stylegan-emoji-faces
-    python bench/stylegan.py projection --model stylegan-emoji-faces [--diffusion emoji]
+    python bench/stylegan.py projection --model stylegan-emoji-faces [--diffusion emoji] [--autoencoder emoji-autoencoder]
 
 truncation  For psi in --psi, paints -n pictures (the five styles in turn, seeds 0..n-1) and scores them against
             the 560 training faces (--data.select of the model card): FID and KID on the TF-FID Inception,
@@ -11,7 +11,9 @@ projection  Projects the held-out emoji faces (subjects never trained on, and fa
             into W and into W+ with the VGG19 + pixel distance and reports the VGG distance and PSNR of the
             reconstructions; the baseline is the closest (by the same distance) of 64 samples of the picture's
             style, i.e. what the model paints without projection.  With --diffusion NAME, the same pictures at
-            the painter's 64 px are inverted by DDIM inversion (sampling.invert) with their captions.
+            the painter's 64 px are inverted by DDIM inversion (sampling.invert) with their captions.  With
+            --autoencoder NAME, they are encoded (the posterior mean) and then refined by --ae-steps of the
+            same distance.
 """
 from __future__ import annotations
 
@@ -61,49 +63,80 @@ def truncation(a: argparse.Namespace) -> None:
 
 
 def projection(a: argparse.Namespace) -> None:
-    pipe = pipeline.load(a.model)
-    painter = pipe.painter
+    distance = perceptual()
+    print("| latent | VGG + pixel distance | PSNR (dB) | time |\n|---|---|---|---|")
+    if a.model:
+        _stylegan(a, distance)
+    if a.diffusion:
+        _diffusion(a, distance)
+    if a.autoencoder:
+        _autoencoder(a, distance)
+
+
+def _row(name: str, back: torch.Tensor, target: torch.Tensor, distance, seconds: float | None = None) -> None:
+    with torch.no_grad():
+        d, p = distance(back, target), psnr(back, target)
+    took = "" if seconds is None else f"{seconds:.0f} s"
+    print(f"| {name} | {d.mean():.3f} ± {d.std():.3f} | {p.mean():.2f} ± {p.std():.2f} | {took} |", flush=True)
+
+
+def _stylegan(a: argparse.Namespace, distance) -> None:
+    painter = pipeline.load(a.model).painter
     side = painter.facts.image_size
     held = faces("emoji-heldout", side)
     names = painter.class_names
     style_of = {"3d style": "fluent-3d", "flat style": "fluent-flat", "noto style": "noto",
                 "outline style": "openmoji", "twemoji style": "twemoji"}
-    labels = [names.index(style_of[c.split(", ")[-1]]) for c in held.captions]
+    labels = [names.index(style_of[c.split(", ")[-1]]) for c in held.captions][:a.n]
     target = from_uint8(torch.from_numpy(np.array(held.images[:a.n])))
-    labels = labels[:a.n]
-    distance = perceptual()
-    print(f"{a.model}: {len(target)} held-out faces at {side} px, {a.steps} steps, VGG19 + pixel distance")
-    print("| latent | VGG + pixel distance | PSNR (dB) | time |\n|---|---|---|---|")
+    print(f"{a.model}: {len(target)} held-out faces at {side} px, {a.steps} steps")
     with torch.no_grad():                               # the baseline: the closest of 64 samples of the style
-        best_d, best_p = torch.full((len(target),), float("inf")), torch.zeros(len(target))
+        best_d, best = torch.full((len(target),), float("inf")), torch.zeros_like(target)
         for k in range(64):
             seeds = [1000 + 64 * i + k for i in range(len(target))]
             sample = painter(Request(seeds, labels=labels))
             d = distance(sample, target)
-            better = d < best_d
-            best_d, best_p = torch.where(better, d, best_d), torch.where(better, psnr(sample, target), best_p)
-    print(f"| closest of 64 samples | {best_d.mean():.3f} ± {best_d.std():.3f} | {best_p.mean():.2f} | |")
+            best = torch.where((d < best_d)[:, None, None, None], sample, best)
+            best_d = torch.minimum(d, best_d)
+    _row("closest of 64 samples", best, target, distance)
     for space in ("w", "w+"):
         t0 = time.perf_counter()
         latent = painter.project(Request([0] * len(target), labels=labels, image=target), steps=a.steps,
                                  space=space, distance=distance)
         with torch.no_grad():
             back = painter(Request([0] * len(target), labels=labels, latent=latent))
-            d, p = distance(back, target), psnr(back, target)
-        print(f"| {space.upper()} | {d.mean():.3f} ± {d.std():.3f} | {p.mean():.2f} ± {p.std():.2f} | "
-              f"{time.perf_counter() - t0:.0f} s |")
-    if a.diffusion:
-        painter = pipeline.load(a.diffusion).painter
-        big = faces("emoji-heldout", painter.facts.image_size)
-        target = from_uint8(torch.from_numpy(np.array(big.images[:a.n])))
-        prompts = big.captions[:a.n]
-        t0 = time.perf_counter()
-        latent = painter.project(Request([0] * len(target), prompts=prompts, image=target), steps=a.diffusion_steps)
-        with torch.no_grad():
-            back = painter(Request([0] * len(target), prompts=prompts, latent=latent))
-            d, p = distance(back, target), psnr(back, target)
-        print(f"| {a.diffusion}: DDIM inversion, {a.diffusion_steps} steps, {painter.facts.image_size} px | "
-              f"{d.mean():.3f} ± {d.std():.3f} | {p.mean():.2f} ± {p.std():.2f} | {time.perf_counter() - t0:.0f} s |")
+        _row(space.upper(), back, target, distance, time.perf_counter() - t0)
+
+
+def _diffusion(a: argparse.Namespace, distance) -> None:
+    painter = pipeline.load(a.diffusion).painter
+    target, prompts = _big(painter, a.n)
+    t0 = time.perf_counter()
+    latent = painter.project(Request([0] * len(target), prompts=prompts, image=target), steps=a.diffusion_steps)
+    with torch.no_grad():
+        back = painter(Request([0] * len(target), prompts=prompts, latent=latent))
+    _row(f"{a.diffusion}: DDIM inversion, {a.diffusion_steps} steps, {painter.facts.image_size} px", back, target,
+         distance, time.perf_counter() - t0)
+
+
+def _autoencoder(a: argparse.Namespace, distance) -> None:
+    painter = pipeline.load(a.autoencoder).painter
+    target, _ = _big(painter, a.n)
+    model = painter.model
+    with torch.no_grad():
+        back = model.decoder(model.posterior(target)[0]).float().clamp(-1, 1)
+    _row(f"{a.autoencoder}: the encoder's posterior mean, {painter.facts.image_size} px", back, target, distance)
+    t0 = time.perf_counter()
+    latent = painter.project(Request([0] * len(target), image=target), steps=a.ae_steps, distance=distance)
+    with torch.no_grad():
+        back = painter(Request([0] * len(target), latent=latent))
+    _row(f"{a.autoencoder}: encoder + {a.ae_steps} steps", back, target, distance, time.perf_counter() - t0)
+
+
+def _big(painter, n: int):
+    """The first n held-out faces at the painter's size, and their captions."""
+    big = faces("emoji-heldout", painter.facts.image_size)
+    return from_uint8(torch.from_numpy(np.array(big.images[:n]))), big.captions[:n]
 
 
 def main() -> None:
@@ -114,11 +147,13 @@ def main() -> None:
     t.add_argument("-n", type=int, default=1000)
     t.add_argument("--psi", type=float, nargs="+", default=[0.4, 0.55, 0.7, 0.85, 1.0])
     p = sub.add_parser("projection")
-    p.add_argument("--model", default="stylegan-emoji-faces")
+    p.add_argument("--model", default="stylegan-emoji-faces", help="the StyleGAN ('' to leave it out)")
     p.add_argument("-n", type=int, default=39, help="held-out faces to project (there are 39)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--diffusion", help="also invert the pictures with this diffusion painter, e.g. emoji")
     p.add_argument("--diffusion-steps", type=int, default=50)
+    p.add_argument("--autoencoder", help="also project the pictures with this autoencoder, e.g. emoji-autoencoder")
+    p.add_argument("--ae-steps", type=int, default=100)
     a = ap.parse_args()
     torch.manual_seed(0)
     {"truncation": truncation, "projection": projection}[a.what](a)

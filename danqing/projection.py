@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .protocol import Distance
+from .protocol import Distance, Generators
 
 LATENT_FORMAT = "danqing-latent-1"
 
@@ -80,6 +80,40 @@ def renormalise(maps: list[Tensor]) -> None:
     for m in maps:
         m.sub_(m.mean(dim=(1, 2, 3), keepdim=True))
         m.div_(m.square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-8))
+
+
+def search(paint: Callable[[Tensor, list[Tensor]], Tensor], latent: Tensor, maps: list[Tensor], target: Tensor, *,
+           steps: int, distance: Distance, spread: float = 0.0, generator: Generators = None,
+           schedule: Schedule = Schedule(), constrain: Callable[[Tensor], None] | None = None,
+           callback: Callable[..., None] | None = None) -> None:
+    """The projector's loop: Adam on ``latent`` (B, ...) and the noise ``maps`` (each (B, 1, H, W)), in place,
+    so that ``paint(latent + shake, maps)`` (B, C, S, S) comes close to ``target`` under ``distance``.  The shake
+    is Gaussian noise of ``latent_noise``'s scale for the styles' ``spread`` (0: none); the maps are penalised
+    by ``noise_penalty`` and renormalised after each step; ``constrain`` (if given) puts the latent back where
+    the model's codes live after each step.  Only the latent and the maps get gradients, not the model."""
+    rng = generator if generator is None or isinstance(generator, torch.Generator) else generator[0]
+    wanted = [latent.requires_grad_(True), *[m.requires_grad_(True) for m in maps]]
+    opt = torch.optim.Adam(wanted, lr=schedule.lr, betas=(0.9, 0.999))
+    for i in range(steps):
+        t = i / steps
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(t, schedule)
+        shake = torch.randn(latent.shape, generator=rng, device=latent.device) * latent_noise(t, spread, schedule)
+        picture = paint(latent + shake if spread else latent, maps)
+        loss = distance(picture, target).sum()
+        if maps:
+            loss = loss + schedule.noise_weight * noise_penalty(maps)
+        for p, g in zip(wanted, torch.autograd.grad(loss, wanted)):
+            p.grad = g
+        opt.step()
+        with torch.no_grad():
+            renormalise(maps)
+            if constrain is not None:
+                constrain(latent)
+        if callback is not None:
+            callback(i, steps, picture.detach(), loss.item())
+    for p in wanted:
+        p.requires_grad_(False)
 
 
 # ---------------------------------------------------------------- distances

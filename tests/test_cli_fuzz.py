@@ -56,6 +56,20 @@ def cases(p: Path) -> list[list[str]]:
                                                                 [*s, "--steps", "0"], [*s, "--guidance", "nan"],
                                                                 ["sample", str(p / run), "-o", unwritable + "/s.png"]]
     sample += [["sample", str(p / "missing")], ["sample", str(p / "damaged")], ["sample", str(p / "file")]]
+    project = []
+    for run in ("diffusion", "dcgan"):
+        j = ["project", str(p / "pic.png"), "--model", str(p / run), "--class", "3", "-o", str(p / "proj")]
+        project += [[*j, "--steps", v] for v in ("0", "-1", HUGE, "x")] + [[*j, "--space", "nosuch"],
+                                                                          [*j, "--class", "nine"],
+                                                                          [*j, "--distance", "lpips"]]
+        project += [["project", str(p / f), "--model", str(p / run), "--class", "3", "-o", str(p / "proj")]
+                    for f in ("missing.png", "corrupt.png", "file")]
+        project += [["project", str(p / "pic.png"), "--model", str(p / run), "--class", "3", "-o", unwritable],
+                    ["project", *[str(p / "pic.png")] * 17, "--model", str(p / run), "-o", str(p / "proj")],
+                    ["sample", str(p / run), "--latent", str(p / "missing.safetensors"), "-o", str(p / "s.png")],
+                    ["sample", str(p / run), "--latent", str(p / "corrupt.png"), "-o", str(p / "s.png")]]
+    project += [["project", str(p / "pic.png"), "--model", str(p / m), "-o", str(p / "proj")]
+                for m in ("missing", "damaged", "file")]
     train = []
     for name in FAMILIES:
         t = ["train", name, "--data", "digits", "--preset", "tiny", "-q", "--out", str(p / "runs" / name)]
@@ -80,7 +94,7 @@ def cases(p: Path) -> list[list[str]]:
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "--method", "adain", "--alpha", "2",
               "-o", str(p / "st.png")],
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "-o", unwritable + "/st.png"]]
-    return paint + sample + train + other
+    return paint + sample + project + train + other
 
 
 def snapshot(root: Path) -> dict[str, str]:

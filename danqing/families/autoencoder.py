@@ -15,16 +15,19 @@ sec. 4.3.2 measures it the same way rather than fixing a constant).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .. import projection
+from ..generate import slerp
 from ..nn.blocks import ConvRes as Res
 from ..nn.blocks import groups
-from ..protocol import (Batch, Calibrates, Cond, Encoder, Facts, FamilySpec, Generates, Generators, NoOptions, Phase,
-                        randn)
+from ..protocol import (Batch, Calibrates, Cond, Distance, Encoder, Facts, FamilySpec, Generates, Generators,
+                        NoOptions, Phase, Projects, randn)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,40 @@ class AutoEncoder(nn.Module):
         z = self.noise(n, generator) if noise is None else noise
         return self.decoder(z).float().clamp(-1, 1)
 
+    # ---------------------------------------------------------------- projection
+    spaces = ("z",)
+    REFINE = projection.Schedule(lr=0.02)      # the encoder's guess is close: small steps, no shaking
+
+    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 200, space: str = "",
+                distance: Distance | None = None, generator: Generators = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
+        """The latents that decode to ``images`` (B, C, S, S) in [-1, 1]: {"z": (B, latent_channels, S/f, S/f)},
+        unscaled, as ``sample`` decodes them.  The encoder's posterior mean is the start (a VAE's amortised
+        inference); ``steps`` of Adam on the decoder's distance to the pictures then close the encoder's
+        amortisation gap (Cremer et al. 2018)."""
+        if space not in ("", *self.spaces):
+            raise ValueError(f"an autoencoder projects into z, not {space!r}")
+        target = images.to(next(self.parameters()).device).float()
+        with torch.no_grad():
+            z = self.posterior(target)[0]
+        projection.search(lambda code, _: self.decoder(code).float(), z, [], target, steps=steps,
+                          distance=distance or projection.pixel_distance, schedule=self.REFINE, callback=callback)
+        return {"z": z.detach()}
+
+    @torch.no_grad()
+    def render(self, latent: Mapping[str, Tensor], cond: Cond | None = None, *, options: NoOptions | None = None,
+               toward: Tensor | None = None, strength: Tensor | None = None) -> Tensor:
+        """Decode projected latents, each moved ``strength`` of the way (on the sphere) to the prior draws
+        ``toward``."""
+        z = latent["z"].to(next(self.parameters()).device).float()
+        s = self.config.image_size // self.factor
+        if z.shape[1:] != (self.config.latent_channels, s, s):
+            raise ValueError(f"the latent is {tuple(z.shape[1:])}, this model's ({self.config.latent_channels}, "
+                             f"{s}, {s}): it was projected with another model")
+        if toward is not None and strength is not None:
+            z = slerp(z, toward.to(z), strength.to(z))
+        return self.decoder(z).float().clamp(-1, 1)
+
     @torch.no_grad()
     def calibrate(self, images: Tensor) -> Config:
         """Measure latent_scale = 1 / std of the posterior means of ``images`` and store it in the config."""
@@ -185,5 +222,5 @@ def facts(c: Config) -> Facts:
 
 
 SPEC = FamilySpec("autoencoder", Config, AutoEncoder, PRESETS, "KL autoencoder: the latent space of latent "
-                  "diffusion, and a VAE", TRAIN_DEFAULTS, capabilities=frozenset({Generates, Encoder, Calibrates}),
+                  "diffusion, and a VAE", TRAIN_DEFAULTS, capabilities=frozenset({Generates, Encoder, Calibrates, Projects}),
                   facts=facts)

@@ -10,6 +10,7 @@ D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import projection
+from ..generate import slerp
 from ..nn.augment import Augmenter, d_loss, r1_loss, see
 from ..nn.blocks import minibatch_std
-from ..protocol import Batch, Cond, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, randn
+from ..protocol import (Batch, Cond, Distance, Facts, FamilySpec, Generates, Generators, NoOptions, Phase, Projects,
+                        randn)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,51 @@ class DCGAN(nn.Module):
         labels = self._labels(None if cond is None else cond.labels, n, z.device)
         return self.g(z, labels).float().clamp(-1, 1)
 
+    # ---------------------------------------------------------------- projection
+    spaces = ("z",)
+    CANDIDATES = 256                     # random codes tried for the start of the search
+
+    def project(self, images: Tensor, cond: Cond | None = None, *, steps: int = 200, space: str = "",
+                distance: Distance | None = None, generator: Generators = None,
+                callback: Callable[..., None] | None = None) -> dict[str, Tensor]:
+        """The codes z that paint ``images`` (B, C, S, S) in [-1, 1]: {"z": (B, z_dim)}.  The search starts at
+        the nearest (in pixels) of CANDIDATES random codes and runs the StyleGAN2 projector's schedule (see
+        ``danqing.projection``) with z kept on the sphere of radius sqrt(z_dim), where nearly all of a Gaussian's
+        draws lie (as PULSE does, Menon et al. 2020, sec. 3.3): off it the generator paints what it never
+        learned to, and a search left free finds pictures that match in pixels and look like nothing."""
+        if space not in ("", *self.spaces):
+            raise ValueError(f"a DCGAN projects into z, not {space!r}")
+        dev, n = next(self.parameters()).device, len(images)
+        target = images.to(dev).float()
+        labels = self._labels(None if cond is None else cond.labels, n, dev)
+        rng = generator if generator is None or isinstance(generator, torch.Generator) else generator[0]
+        with torch.no_grad():
+            k = self.CANDIDATES
+            pool = randn((k, self.config.z_dim), rng, dev)                              # (K, z_dim)
+            starts = []
+            for b in range(n):
+                tried = self.g(pool, None if labels is None else labels[b:b + 1].expand(k)).float()
+                starts.append(pool[projection.pixel_distance(tried, target[b:b + 1].expand(k, -1, -1, -1)).argmin()])
+            z = torch.stack(starts)
+        radius = self.config.z_dim ** 0.5
+        projection.search(lambda code, _: self.g(code, labels), z, [], target, steps=steps,
+                          distance=distance or projection.pixel_distance, spread=radius, generator=rng,
+                          constrain=lambda code: code.mul_(radius / code.norm(dim=1, keepdim=True).clamp_min(1e-8)),
+                          callback=callback)
+        return {"z": z.detach()}
+
+    @torch.no_grad()
+    def render(self, latent: Mapping[str, Tensor], cond: Cond | None = None, *, options: NoOptions | None = None,
+               toward: Tensor | None = None, strength: Tensor | None = None) -> Tensor:
+        """The pictures of projected codes, each moved ``strength`` of the way (on the sphere) to ``toward``."""
+        z = latent["z"].to(next(self.parameters()).device).float()
+        if z.shape[1:] != (self.config.z_dim,):
+            raise ValueError(f"the latent's codes are {tuple(z.shape[1:])}, this model's ({self.config.z_dim},): "
+                             "it was projected with another model")
+        if toward is not None and strength is not None:
+            z = slerp(z, toward.to(z), strength.to(z))
+        return self.sample(len(z), cond, noise=z)
+
 
 Model = DCGAN
 
@@ -169,4 +218,4 @@ def facts(c: Config) -> Facts:
 
 # the trainer keeps an EMA of the generator only
 SPEC = FamilySpec("dcgan", Config, DCGAN, PRESETS, "DCGAN with lazy R1 and a projection discriminator",
-                  TRAIN_DEFAULTS, capabilities=frozenset({Generates}), facts=facts, ema_module="g")
+                  TRAIN_DEFAULTS, capabilities=frozenset({Generates, Projects}), facts=facts, ema_module="g")

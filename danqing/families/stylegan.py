@@ -250,26 +250,13 @@ class StyleGAN(nn.Module):
             k = max(1, c.num_classes) if wanted is not None and wanted.labels is not None else 1
             spread = self.g.mapping(z, self._probe(wanted, k, 10_000)).float().var(0).sum().sqrt().item()
         start = self.g.mapping.mean(wanted, n).float()                              # (B, w_dim)
-        w = start[:, None].repeat(1, 1 if space == "w" else self.num_ws, 1).requires_grad_(True)
-        maps = [t.requires_grad_(True) for t in self._layer_noise(n, rng, dev)]
-        schedule = projection.Schedule()
-        opt = torch.optim.Adam([w, *maps], lr=schedule.lr, betas=(0.9, 0.999))
-        distance = distance or projection.pixel_distance
-        for i in range(steps):
-            t = i / steps
-            for group in opt.param_groups:
-                group["lr"] = projection.learning_rate(t, schedule)
-            shake = torch.randn(w.shape, generator=rng, device=dev) * projection.latent_noise(t, spread, schedule)
-            picture = self.g.synthesis((w + shake).expand(-1, self.num_ws, -1), maps)
-            loss = distance(picture, target).sum() + schedule.noise_weight * projection.noise_penalty(maps)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            projection.renormalise(maps)
-            if callback is not None:
-                callback(i, steps, picture.detach(), loss.item())
+        w = start[:, None].repeat(1, 1 if space == "w" else self.num_ws, 1)
+        maps = self._layer_noise(n, rng, dev)
+        projection.search(lambda ws, noise: self.g.synthesis(ws.expand(-1, self.num_ws, -1), noise), w, maps,
+                          target, steps=steps, distance=distance or projection.pixel_distance, spread=spread,
+                          generator=rng, callback=callback)
         out = {"ws": w.detach().expand(-1, self.num_ws, -1).clone()}
-        out.update({f"noise.{i}": m.detach().clone() for i, m in enumerate(maps)})
+        out.update({f"noise.{i}": m.detach() for i, m in enumerate(maps)})
         return out
 
     def _probe(self, wanted: Cond | None, k: int, n: int) -> Cond | None:
