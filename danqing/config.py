@@ -55,8 +55,10 @@ class TrainConfig:
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
-    warmup: int = 100               # linear warmup steps, then cosine decay to min_lr_ratio * lr
+    warmup: int = 100               # linear warmup steps, then the decay to min_lr_ratio * lr at the last step:
     min_lr_ratio: float = 0.1
+    decay: Literal["cosine", "linear"] = "cosine"   # cosine from the warmup on, or constant for the first half
+                                                    # of the remaining steps and linear after (CycleGAN sec. 4)
     grad_clip: float = 1.0          # max global grad norm per phase (0 = off)
     ema_decay: float = 0.999        # EMA of weights, ramped up as min(decay, (1 + t) / (10 + t))
     bf16: Literal["auto", "on", "off"] = "auto"
@@ -87,6 +89,8 @@ class TrainConfig:
         _check(all(0 <= b < 1 for b in self.betas), f"train.betas must be in [0, 1), got {self.betas}")
         _check(0 <= self.ema_decay < 1, f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         _check(self.bf16 in ("auto", "on", "off"), f"train.bf16 must be auto, on or off, got {self.bf16!r}")
+        _check(self.decay in ("cosine", "linear"), f"train.decay must be cosine or linear, got {self.decay!r}")
+        _check(0 <= self.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         _check(min(self.warmup, self.grad_clip, self.weight_decay, self.time_limit, self.sample_every,
                    self.ckpt_every, self.threads, self.eval_every, self.collapse_alarm) >= 0,
                "train settings must not be negative")

@@ -13,11 +13,14 @@ from .protocol import Batch, Optim, Phase, Trainable
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warmup to cfg.lr, then cosine decay to min_lr_ratio * lr at cfg.steps."""
+    """Linear warmup to cfg.lr, then the decay to min_lr_ratio * lr at cfg.steps: a cosine, or (``linear``)
+    the full rate for the first half of the remaining steps and a straight line after (CycleGAN's 100 epochs
+    at the full rate and 100 decaying linearly to zero, Zhu et al. 2017 sec. 4)."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    left = 0.5 * (1 + math.cos(math.pi * t)) if cfg.decay == "cosine" else min(1.0, 2 * (1 - t))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * left)
 
 
 # ---------------------------------------------------------------- optimisers

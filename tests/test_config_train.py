@@ -49,6 +49,12 @@ def test_lr_schedule_closed_form():
     assert lr_at(100, c) == pytest.approx(1e-3)               # cosine starts at the peak
     assert lr_at(600, c) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5))))
     assert lr_at(1100, c) == pytest.approx(1e-4)
+    # CycleGAN's schedule: the full rate for half the steps, then a straight line to min_lr_ratio * lr
+    c = TrainConfig(steps=200, lr=2e-4, warmup=0, min_lr_ratio=0.0, decay="linear")
+    assert lr_at(0, c) == lr_at(100, c) == pytest.approx(2e-4)
+    assert lr_at(150, c) == pytest.approx(1e-4) and lr_at(200, c) == 0.0
+    with pytest.raises(ConfigError, match="decay must be cosine or linear"):
+        TrainConfig(decay="step")  # type: ignore[arg-type]
 
 
 def test_data_order_visits_every_image_once_per_epoch():
