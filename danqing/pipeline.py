@@ -287,7 +287,7 @@ class Pipeline:
             raise PipelineError(f"the mask is {mask.size[0]}x{mask.size[1]} but the init image is "
                                 f"{init_image.size[0]}x{init_image.size[1]}; draw the mask at the image's size")
         req = Request(p.batch_seeds, self.painter.prompts_for(p.prompt, n), negative=p.negative_prompt,
-                      image=None if init_image is None else self._image_tensor(init_image, p.size),
+                      image=None if init_image is None else self._image_tensor(init_image, p.size, self.painter.facts.image_channels),
                       mask=None if mask is None else self._mask_tensor(mask, p.size), size=p.size,
                       options=p.options, variation_seeds=p.batch_variation_seeds,
                       variation_strengths=p.batch_strengths, latent=latent)

@@ -34,7 +34,7 @@ from .generate import Painter, Request
 from .hardware import pick_device, use_bf16
 from .optim import build_optimisers, ema_keys, ema_update, lr_at, run_phase, swap_in
 from .progress import Log, progress_bar
-from .protocol import Calibrates, DataInit, FamilySpec, FrozenEncoding, Phase, Trainable
+from .protocol import Calibrates, DataInit, FamilySpec, FrozenEncoding, Generates, Phase, Trainable
 
 BEST = "best"                     # the folder that holds the best checkpoint by train.best
 
@@ -46,6 +46,14 @@ def sample_grid(painter: Painter, n: int, *, captions: list[str] | None = None, 
     (those of fixed training images)."""
     labels = [i % painter.facts.num_classes for i in range(n)] if painter.facts.num_classes and not captions else None
     return painter(Request(list(range(n)), captions[:n] if captions else None, labels), bf16=bf16)
+
+
+def translation_grid(painter: Painter, inputs: Tensor, targets: Tensor | None, *, bf16: bool = False) -> Tensor:
+    """For a model that translates pictures: each input (k, C, S, S), its translation and (paired data) its
+    true target side by side, (2k or 3k, C, S, S); seeds 0..k-1 for the model's noise."""
+    out = painter(Request(list(range(len(inputs))), image=inputs), bf16=bf16).cpu()
+    parts = [inputs.cpu(), out] + ([] if targets is None else [targets.cpu()])
+    return torch.stack(parts, dim=1).flatten(0, 1)
 
 
 @dataclasses.dataclass
@@ -116,6 +124,16 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
             return _loop(run, fam, ds, roles, out, resume, dev, progress, on_step)
     finally:
         torch.set_flush_denormal(False)
+
+
+def _fixed_inputs(fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], n: int) -> tuple[Tensor, Tensor | None] | None:
+    """The inputs a translating model's training grid shows, evenly spaced through its role ``a`` data (at most
+    16), and the true targets beside them when the data is paired; None for a model that paints from noise."""
+    if fam.can(Generates) or "a" not in roles:
+        return None
+    role, data = roles["a"]
+    idx = torch.linspace(0, len(data) - 1, min(n, 16, len(data))).long().numpy()
+    return data.batch(idx).images, ds.batch(idx).images if role.paired else None
 
 
 def _role_data(fam: FamilySpec, run: Run, n: int, progress: bool) -> dict[str, tuple[Any, Any]]:
@@ -190,7 +208,8 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
             cast(DataInit, model).initialize(feed.batch(0).to(dev))
             ema = {k: model.state_dict()[k].detach().float().clone() for k in ema}
     monitor = None
-    if tc.eval_every and painter is not None:
+    fixed = _fixed_inputs(fam, ds, roles, tc.sample_n)   # a translating model's grid: its inputs (and targets)
+    if tc.eval_every and painter is not None and fam.can(Generates):
         from .monitor import Monitor
         monitor = Monitor(ds, tc, num_classes=num_classes, embed=embed, device=dev)
     best = _best_so_far(out, tc.best)
@@ -234,8 +253,12 @@ def _loop(run: Run, fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], out:
     def grid(at: int) -> None:
         assert painter is not None
         with swap_in(model, ema):
-            imgs = sample_grid(painter, tc.sample_n, captions=grid_captions)
-        save_grid(imgs, out / "samples" / f"step-{at:07d}.png")
+            if fixed is None:
+                imgs, nrow = sample_grid(painter, tc.sample_n, captions=grid_captions), None
+            else:
+                imgs = translation_grid(painter, fixed[0].to(dev), fixed[1])
+                nrow = 4 * len(imgs) // len(fixed[0])                    # four inputs with their pictures a row
+        save_grid(imgs, out / "samples" / f"step-{at:07d}.png", **({} if nrow is None else {"nrow": nrow}))
 
     start = time.perf_counter()
     shown: dict[str, float] = {}

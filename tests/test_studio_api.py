@@ -334,7 +334,7 @@ def test_project_a_picture_then_paint_and_interpolate_its_projection(client):
     carries the latent's id, and txt2img and interpolation jobs paint from that latent.  Mistakes are 422s."""
     models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
     assert models["t2i"]["supports"]["project"] and models["t2i"]["spaces"] == ["ode"]
-    assert not models["gan"]["supports"]["project"] and models["gan"]["spaces"] == []
+    assert models["gan"]["supports"]["project"] and models["gan"]["spaces"] == ["z"]
     up = upload(client, png_bytes(Image.new("RGB", (20, 20), (200, 40, 40)))).json()["id"]
     project = {"type": "project", "model": "t2i", "prompt": "red apple", "init_image": up, "steps": 3, "seed": 1}
     r = client.post("/api/jobs", json=project)
@@ -350,7 +350,7 @@ def test_project_a_picture_then_paint_and_interpolate_its_projection(client):
     frames = finished(client, submit(client, type="interpolation", latent=shot, seed_b=9, frames=3))
     assert frames["state"] == "done" and len(frames["images"]) == 3, frames
     for body, field, needle in [
-        ({**project, "model": "gan", "prompt": "3"}, "model", "cannot project"),
+        ({**project, "model": "gan", "prompt": "3", "space": "w"}, "space", "projects into z, not 'w'"),
         ({**project, "space": "w"}, "space", "projects into ode, not 'w'"),
         ({**project, "init_image": None}, None, "project needs init_image"),
         ({**project, "n": 2}, "n", "a project job takes"),

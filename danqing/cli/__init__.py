@@ -5,6 +5,7 @@
     danqing sample CKPT -n 64 --seed S [--sampler heun] [--steps K] [--guidance G] [--class C] -o grid.png
     danqing eval --generated DIR|MODEL --reference DIR|DATASET --metrics fid,kid,...
     danqing project PICTURE --model RUN -o OUT/ [--steps 300] [--space w|w+] [--class C]
+    danqing translate INPUT... --model RUN -o OUT/ [--reverse yes] [--seed S]
     danqing export CKPT -o FOLDER
     danqing data info|preview|fetch SRC
     danqing models
@@ -12,7 +13,7 @@
                    [--token TOKEN]
     danqing style CONTENT --style STYLE [--style S2 --style-weights 0.7,0.3] [--method gatys|adain] -o out.png
 
-One module per group of verbs (train.py, paint.py, data.py, studio.py, style.py); this one builds the parser and
+One module per group of verbs (train.py, paint.py, project.py, translate.py, data.py, studio.py, style.py); this one builds the parser and
 runs a verb.
 
 Every user mistake ends in one line on stderr saying what was wrong and what
@@ -31,6 +32,7 @@ from .paint import add_option_flags, cmd_paint, cmd_sample
 from .project import cmd_project
 from .studio import cmd_studio
 from .style import cmd_style
+from .translate import cmd_translate
 from .train import cmd_export, cmd_models, cmd_train
 
 # ---------------------------------------------------------------- parser
@@ -101,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     pj.add_argument("--fit", choices=["crop", "pad"], help="pictures that are not square: centre-crop or pad")
     pj.add_argument("--seed", type=int, default=0, help="the seed of the search's noise")
     pj.set_defaults(fn=cmd_project)
+
+    tr = sub.add_parser("translate", help="turn pictures into others with a Pix2Pix, CycleGAN or CUT model",
+                        description="Writes OUT/NAME.png for every input picture, with its parameters in the PNG.")
+    tr.add_argument("pictures", nargs="+", metavar="INPUT", help="picture files or folders of pictures")
+    tr.add_argument("--model", required=True, help="a run or checkpoint folder, or a bundled model name")
+    tr.add_argument("-o", "--output", required=True, metavar="OUT", help="the folder to write to")
+    tr.add_argument("--seed", type=int, default=0, help="the seed of the model's noise (dropout), if it has any")
+    add_option_flags(tr, translating=True)
+    tr.add_argument("--fit", choices=["crop", "pad"], help="pictures that are not square: centre-crop or pad")
+    tr.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
+    tr.set_defaults(fn=cmd_translate)
 
     pt = sub.add_parser("paint", help="paint pictures from a text prompt (the bundled model by default)")
     pt.add_argument("prompt", nargs="?", help='what to paint, e.g. "a fox face, 3d style"')

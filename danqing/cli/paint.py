@@ -11,14 +11,18 @@ from .common import UsageError
 
 # ---------------------------------------------------------------- options
 
-def add_option_flags(parser: argparse.ArgumentParser) -> None:
+def add_option_flags(parser: argparse.ArgumentParser, translating: bool = False) -> None:
     """A flag for every option of every family's Options (``--steps``, ``--guidance`` ...): a new family's knobs
-    appear here without editing the CLI.  Whether the chosen model has an option is checked when it is loaded."""
+    appear here without editing the CLI.  Whether the chosen model has an option is checked when it is loaded.
+    ``translating``: the options of the families that translate pictures, else of those that paint from noise."""
     from ..families import specs
     from ..options import OptionInfo, describe
+    from ..protocol import Generates, Translates
 
     found: dict[str, tuple[OptionInfo, list[str]]] = {}
     for fam in specs().values():
+        if not fam.paints or (translating != (fam.can(Translates) and not fam.can(Generates))):
+            continue
         for info in describe(fam.Options):
             found.setdefault(info.name, (info, []))[1].append(fam.name)
     kinds = {"int": int, "float": float, "str": str, "bool": _yes_no}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from .common import UsageError
+from .common import UsageError, read_square
 
 SNAPSHOTS = 8           # pictures of the search in the strip, besides the target
 
@@ -77,26 +77,9 @@ def cmd_project(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
 
 def _read(path: str, side: int, channels: int, fit: Literal["crop", "pad"] | None):
-    """A picture as a (C, side, side) tensor in [-1, 1]; a picture that is not square needs ``--fit``."""
+    """A picture as a (C, side, side) tensor in [-1, 1]."""
     import torch
-    from PIL import Image
 
-    from ..config import DataConfig
-    from ..data.transforms import SkipImage, load_image
     from ..pixels import from_uint8
 
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist") from None
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path} as a picture ({e}); give a PNG, JPEG or WebP file") from None
-    if w != h and fit is None:
-        raise UsageError(f"{path} is {w}x{h}, not square: the model paints {side}x{side}; crop it, or pass "
-                         "--fit crop (the centre square) or --fit pad (on white)")
-    try:
-        array = load_image(path, size=side, channels=channels, fit=fit or "crop", max_pixels=DataConfig().max_pixels)
-    except SkipImage as e:
-        raise UsageError(f"cannot use {path}: {e}") from None
-    return from_uint8(torch.from_numpy(array))
+    return from_uint8(torch.from_numpy(read_square(path, side, channels, fit)))

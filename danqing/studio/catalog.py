@@ -26,7 +26,7 @@ def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict
     from ..families import FAMILIES, spec
     from ..generate import sizes
     from ..options import describe as describe_options
-    from ..protocol import Denoises, Projects
+    from ..protocol import Denoises, Generates, Projects, Translates
 
     if cfg.get("family", "") not in FAMILIES:
         return None
@@ -39,6 +39,7 @@ def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict
         return None
     facts = fam.facts(c)
     diffusion = fam.can(Denoises)
+    from_noise = fam.can(Generates)
     takes_text = facts.text is not None
     k = facts.num_classes
     class_names = (cfg.get("class_names") or [str(i) for i in range(k)]) if k else []
@@ -50,8 +51,9 @@ def describe(name: str, folder: Path, cfg: dict[str, Any], scorer: bool) -> dict
             "defaults": {k: named[k]["default"] if k in named else None for k in ("steps", "guidance", "sampler")},
             "options": options,
             "class_names": class_names,
-            "supports": {"img2img": diffusion, "inpaint": diffusion, "variations": True, "interpolation": True,
-                         "best_of": scorer and takes_text, "grid": True, "project": fam.can(Projects)},
+            "supports": {"img2img": diffusion, "inpaint": diffusion, "variations": from_noise,
+                         "interpolation": from_noise, "best_of": scorer and takes_text, "grid": from_noise,
+                         "project": fam.can(Projects), "translate": fam.can(Translates) and not from_noise},
             "spaces": list(cast(Any, fam.Model).spaces) if fam.can(Projects) else [],
             "_folder": folder}
 

@@ -314,7 +314,7 @@ class Runner:
             return [self._project(req, pipe, progress, init)]
         if req.get("latent"):
             kw["latent"] = self._latent(req["latent"])
-        if t in ("txt2img", "img2img", "inpaint"):
+        if t in ("txt2img", "img2img", "inpaint", "translate"):
             return pipe(prompt, negative, req["n"], seed=seed, best_of=req["best_of"], callback=progress, **kw)
         if t == "variations":
             return pipe.variations(prompt, negative, req["n"], seed=seed, variation_strength=req["variation_strength"],

@@ -21,7 +21,8 @@ MAX_STEPS = 200                  # sampler steps; gatys style transfer may take 
 MAX_STYLE_STEPS = 500
 STYLE_MIN_SIDE, STYLE_SIZES = 64, (64, 1024)          # style transfer: smallest picture side, output size range
 STYLE_SIZE, STYLE_STEPS = 512, 100                     # ... and its defaults
-JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style", "project")
+JOB_TYPES = ("txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style", "project",
+             "translate")
 PROJECT_STEPS = 200                        # projection: default optimisation (or inversion) steps, at most 500
 FROM_LATENT = ("txt2img", "variations", "interpolation")     # the jobs that can paint a projection's latent
 UPLOAD_ID = r"^[0-9a-f]{32}$"              # also the shape of an image id: both are made by the store
@@ -90,7 +91,7 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["txt2img", "img2img", "inpaint", "variations", "interpolation", "grid", "style",
-                  "project"] = "txt2img"
+                  "project", "translate"] = "txt2img"
     model: str | None = Field(None, min_length=1, max_length=300,
                               description="a name from GET /api/models (style jobs take none)")
     prompt: str = Field("", max_length=MAX_PROMPT)
@@ -141,8 +142,10 @@ class JobRequest(BaseModel):
         t = self.type
         if t == "style":
             return self                        # check_style: its fields depend on each other and on the store
-        if t in ("img2img", "inpaint") and self.init_image is None:
+        if t in ("img2img", "inpaint", "translate") and self.init_image is None:
             raise ValueError(f"{t} needs init_image (an upload id from POST /api/uploads)")
+        if t == "translate" and self.mask is not None:
+            raise ValueError("translate takes no mask: it turns the whole picture into another")
         if t == "inpaint" and self.mask is None:
             raise ValueError("inpaint needs mask (an upload id: white = repaint, black = keep)")
         if t == "img2img" and self.mask is not None:
@@ -231,7 +234,11 @@ def check(req: JobRequest, model: dict[str, Any] | None, upload_exists,
             if kind == "class" and p and p not in model["class_names"]:
                 raise Invalid("prompt", f"{name} paints the classes {', '.join(model['class_names'])} "
                               f"(or all in turn with an empty prompt); {p!r} is not one of them")
-    if req.init_image is not None and not sup["img2img"]:
+    if sup["translate"] != (req.type == "translate"):
+        raise Invalid("type", f"{name} translates pictures: use type translate with init_image" if sup["translate"]
+                      else f"translate needs a picture-to-picture model (Pix2Pix, CycleGAN, CUT); {name} is a "
+                      f"{model['family']} model")
+    if req.init_image is not None and not sup["img2img"] and req.type != "translate":
         raise Invalid("init_image", f"image-to-image and inpainting need a diffusion model; {name} is a "
                       f"{model['family']} model")
     for field in ("init_image", "mask"):

@@ -23,7 +23,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, BeforeValidator
@@ -35,6 +35,7 @@ from .catalog import Catalog
 from .guard import MAX_BODY, MAX_JSON, Guard
 from .jobs import QueueFull, Runner
 from .pngparams import parameters_from_png, picture_error
+from .sketch import SketchError, SketchPad
 from .store import FINAL, Store, new_id
 
 STATIC = Path(__file__).parent / "static"
@@ -104,6 +105,7 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
         return JSONResponse({"detail": brief_errors(exc.errors())}, status_code=422)
 
     store, runner, catalog = studio.store, studio.runner, studio.catalog
+    pad = SketchPad(device)
 
     def job_or_404(job_id: str) -> dict[str, Any]:
         job = store.job(job_id)
@@ -248,6 +250,21 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
         w, h = await run_in_threadpool(_store_upload, store, upload_id, data, upload_quota)
         return {"id": upload_id, "width": w, "height": h}
 
+    @app.post("/api/sketch", openapi_extra=upload_doc, response_class=Response,
+              responses={200: {"content": {"image/png": {}}}})
+    async def sketch(request: Request, model: str = Query(..., min_length=1, max_length=300),
+                     seed: int = Query(0, ge=0, le=schema.MAX_SEED)) -> Response:
+        """The sketch pad: the posted drawing translated at once by ``model`` (a PNG; not queued, not kept)."""
+        entry = catalog.get(model)
+        if entry is None:
+            raise invalid("model", f"no model named {model!r}; GET /api/models lists them")
+        picture = await run_in_threadpool(_decode, await _read_file(request))
+        try:
+            png = await run_in_threadpool(pad.translate, entry, picture, seed)
+        except (SketchError, PipelineError) as e:
+            raise invalid("file", str(e)) from None
+        return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
     @app.post("/api/params", openapi_extra=upload_doc)
     async def params(request: Request) -> dict[str, Any]:
         data = await _read_file(request)
@@ -346,8 +363,22 @@ async def _read_file(request: Request) -> bytes:
 
 
 def _store_upload(store: Store, upload_id: str, data: bytes, quota: tuple[int, int]) -> tuple[int, int]:
-    """Decode an uploaded picture safely (size checked before any pixel is decoded), re-encode it as PNG, and keep
-    it if the quota (uploads, bytes) has room once the oldest uploads no waiting job needs are dropped."""
+    """Decode an uploaded picture, re-encode it as PNG, and keep it if the quota (uploads, bytes) has room once
+    the oldest uploads no waiting job needs are dropped."""
+    img = _decode(data)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    png = buf.getvalue()
+    if not store.make_room(*quota, len(png)):
+        raise HTTPException(429, f"the studio keeps at most {quota[0]} uploads ({quota[1] / 1024**2:g} MB), and the "
+                                 "ones it has are all needed by jobs still waiting; retry when they have run",
+                            headers={"Retry-After": "30"})
+    store.add_upload(upload_id, png, img.size[0], img.size[1], img.mode)
+    return img.size
+
+
+def _decode(data: bytes) -> Image.Image:
+    """An uploaded picture, decoded safely (its size checked before any pixel is decoded), in L, LA, RGB or RGBA."""
     from PIL import ImageOps, UnidentifiedImageError
     try:
         with Image.open(io.BytesIO(data), formats=UPLOAD_FORMATS) as img:
@@ -372,12 +403,4 @@ def _store_upload(store: Store, upload_id: str, data: bytes, quota: tuple[int, i
     except (OSError, ValueError, SyntaxError) as e:
         raise invalid("file", f"not a picture the studio reads ({', '.join(UPLOAD_FORMATS)}): "
                               f"{picture_error(e)}") from None
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    png = buf.getvalue()
-    if not store.make_room(*quota, len(png)):
-        raise HTTPException(429, f"the studio keeps at most {quota[0]} uploads ({quota[1] / 1024**2:g} MB), and the "
-                                 "ones it has are all needed by jobs still waiting; retry when they have run",
-                            headers={"Retry-After": "30"})
-    store.add_upload(upload_id, png, img.size[0], img.size[1], img.mode)
-    return img.size
+    return img
