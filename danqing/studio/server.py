@@ -253,14 +253,17 @@ def create_app(data_dir: str | Path, runs_dir: str | Path | None = "runs", queue
     @app.post("/api/sketch", openapi_extra=upload_doc, response_class=Response,
               responses={200: {"content": {"image/png": {}}}})
     async def sketch(request: Request, model: str = Query(..., min_length=1, max_length=300),
-                     seed: int = Query(0, ge=0, le=schema.MAX_SEED)) -> Response:
+                     seed: int = Query(0, ge=0, le=schema.MAX_SEED),
+                     options: str = Query("{}", max_length=2000, description='the model\'s options as a JSON '
+                                          'object, e.g. {"reverse": true} (GET /api/models lists them)')) -> Response:
         """The sketch pad: the posted drawing translated at once by ``model`` (a PNG; not queued, not kept)."""
         entry = catalog.get(model)
         if entry is None:
             raise invalid("model", f"no model named {model!r}; GET /api/models lists them")
+        chosen = _sketch_options(options, entry)
         picture = await run_in_threadpool(_decode, await _read_file(request))
         try:
-            png = await run_in_threadpool(pad.translate, entry, picture, seed)
+            png = await run_in_threadpool(pad.translate, entry, picture, seed, **chosen)
         except (SketchError, PipelineError) as e:
             raise invalid("file", str(e)) from None
         return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
@@ -360,6 +363,29 @@ async def _read_file(request: Request) -> bytes:
     if not data:
         raise invalid("file", "the file is empty")
     return data
+
+
+def _sketch_options(text: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """The ``options`` query of /api/sketch (a JSON object), checked as a translate job's options would be."""
+    from pydantic import ValidationError
+
+    def not_finite(word: str) -> None:
+        raise ValueError(f"options must be finite JSON numbers, not {word}")
+    try:
+        given = json.loads(text, parse_constant=not_finite)
+        # a translate job's request around them (its init_image a stand-in: the drawing comes in the body)
+        req = schema.JobRequest(type="translate", model=entry["name"], init_image="0" * 32, options=given)
+        return schema._options(req, entry)
+    except ValidationError as e:
+        raise invalid("options", "; ".join(f"{'.'.join(map(str, err['loc'][1:])) or 'options'}: {err['msg']}"
+                                           for err in e.errors()[:3])) from None
+    except schema.Invalid as e:
+        raise invalid("options", e.message) from None
+    except json.JSONDecodeError:
+        raise invalid("options", f'options must be a JSON object, e.g. {{"reverse": true}}; got '
+                                 f"{text[:SHOWN]!r}") from None
+    except ValueError as e:
+        raise invalid("options", str(e)) from None
 
 
 def _store_upload(store: Store, upload_id: str, data: bytes, quota: tuple[int, int]) -> tuple[int, int]:

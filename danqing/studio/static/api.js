@@ -36,8 +36,9 @@ function askForToken() {
   if (token && token.trim()) location.replace(`/?token=${encodeURIComponent(token.trim())}`);
 }
 
-export async function api(path, {method = 'GET', json, form} = {}) {
-  const opts = {method, headers: {Accept: 'application/json'}};
+// A request to the studio: the answer when it is ok, else an ApiError with the server's message.
+async function send(path, {method = 'GET', json, form, accept = 'application/json'} = {}) {
+  const opts = {method, headers: {Accept: accept}};
   if (pageToken) opts.headers['X-Danqing-Token'] = pageToken;
   if (json !== undefined) {
     opts.headers['Content-Type'] = 'application/json';
@@ -51,20 +52,28 @@ export async function api(path, {method = 'GET', json, form} = {}) {
   } catch (e) {
     throw new ApiError('Cannot reach the studio server: is `danqing studio` still running?', 0);
   }
+  if (res.ok) return res;
   const text = await res.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch (e) { data = text; }
-  if (!res.ok) {
-    const detail = detailText(data);
-    if (res.status === 401) askForToken();
-    if (res.status === 429) {
-      const after = res.headers.get('Retry-After');
-      const msg = `Queue full, retry in ${after || 'a few'} s`;
-      throw new ApiError(detail && !/queue/i.test(detail) ? `${msg} (${detail})` : msg, 429);
-    }
-    throw new ApiError(detail || `${res.status} ${res.statusText}`, res.status);
+  const detail = detailText(data);
+  if (res.status === 401) askForToken();
+  if (res.status === 429) {
+    const after = res.headers.get('Retry-After');
+    const msg = `Queue full, retry in ${after || 'a few'} s`;
+    throw new ApiError(detail && !/queue/i.test(detail) ? `${msg} (${detail})` : msg, 429);
   }
-  return data;
+  throw new ApiError(detail || `${res.status} ${res.statusText}`, res.status);
+}
+
+export async function api(path, opts = {}) {
+  const text = await (await send(path, opts)).text();
+  try { return text ? JSON.parse(text) : null; } catch (e) { return text; }
+}
+
+// A request answered with a picture (the sketch pad's): the picture as a Blob.
+export async function apiBlob(path, opts = {}) {
+  return (await send(path, {...opts, accept: 'image/png'})).blob();
 }
 
 export const imageUrl = (id) => `/api/images/${encodeURIComponent(id)}`;

@@ -4,6 +4,7 @@ import {api} from './api.js';
 import {$, $$, el, fillSelect, icon, num, showError} from './dom.js';
 import {uploadMask} from './init-image.js';
 import {hasOption, optionOf, optionsOf, optionValues, renderOptions, takesOptions} from './options.js';
+import {padForModel, padShown, uploadDrawing} from './sketch.js';
 import {GRID_PARAMS, state} from './state.js';
 import {applyStyleInfo} from './transfer.js';
 
@@ -59,9 +60,15 @@ export function applyModel(keep) {
   $('#best-field').hidden = !supports(m, 'best_of');
   if (!supports(m, 'best_of')) $('#best-of').value = '1';
   if (!keep) $('#size').value = String((m.defaults || {}).size || m.image_size || sizes[0]);
-  const modes = {image: supports(m, 'img2img') || supports(m, 'inpaint'),
+  // a picture-to-picture model only translates (the Sketch tab, or an uploaded picture there)
+  const translates = supports(m, 'translate');
+  const modes = {txt2img: !translates, image: supports(m, 'img2img') || supports(m, 'inpaint'),
     interpolation: supports(m, 'interpolation'), grid: supports(m, 'grid'), style: true,
-    project: supports(m, 'project')};
+    project: supports(m, 'project'), sketch: translates};
+  $('#tab-sketch').hidden = !translates;
+  $('#uncond-note').textContent = translates ? 'This model translates pictures: draw one, or choose one.'
+    : 'This model paints without a prompt.';
+  padForModel(m);
   fillSelect($('#space'), m.spaces || [], (s) => s.toUpperCase());
   if (state.latent && state.latent.model !== m.name) setLatent(null);     // a projection belongs to its model
   for (const [mode, ok] of Object.entries(modes)) {
@@ -69,7 +76,7 @@ export function applyModel(keep) {
     tab.disabled = !ok;
     tab.title = ok ? '' : `${m.name} cannot do this`;
   }
-  if (state.mode !== 'txt2img' && !modes[state.mode]) setMode('txt2img');
+  if (!modes[state.mode]) setMode(homeMode(m));
   // prompt and seed, then every option of the model (strength only where it takes an input picture)
   const gridParams = [...GRID_PARAMS, ...optionsOf(m).map((o) => o.name), 'strength'].filter((p, i, all) => {
     if (all.indexOf(p) !== i) return false;
@@ -99,12 +106,18 @@ export function gridPlaceholders() {
   }
 }
 
+// The tab a model opens on: Sketch for a picture-to-picture model, else Paint.
+export const homeMode = (m) => (supports(m, 'translate') ? 'sketch' : 'txt2img');
+
 export function setMode(mode) {
   state.mode = mode;
   for (const tab of $$('.tabs [role="tab"]')) tab.setAttribute('aria-selected', String(tab.dataset.mode === mode));
   for (const panel of $$('.mode-panel')) panel.hidden = !panel.dataset.modes.split(' ').includes(mode);
   $('#n-field').hidden = mode === 'interpolation' || mode === 'grid';
   $('#form').dataset.mode = mode;            // style transfer hides the painting fields (.paint-only)
+  $('#sketch-stage').hidden = mode !== 'sketch';
+  $('.stage').classList.toggle('sketching', mode === 'sketch');
+  if (mode === 'sketch') padShown();
 }
 
 // ------------------------------------------------------------------ the seed
@@ -185,6 +198,9 @@ export async function buildRequest() {
       req.type = 'inpaint';
       req.mask = await uploadMask();
     }
+  } else if (state.mode === 'sketch') {        // the picture chosen there, else the drawing on the pad
+    const init = state.init ? state.init.id : await uploadDrawing();
+    return translateRequest(m, init, num('#n'), nextSeed());
   } else if (state.mode === 'project') {
     if (!state.init) throw new Error('Choose or drop the picture to find first.');
     const find = {type: 'project', model: m.name, prompt: req.prompt || '', init_image: state.init.id,
@@ -215,6 +231,13 @@ export async function buildRequest() {
   return req;
 }
 
+// A translate job: the picture `init` (an upload id) through a picture-to-picture model, with its options.
+export function translateRequest(m, init, n, seed) {
+  const req = {type: 'translate', model: m.name, init_image: init, n, seed};
+  samplingFields(m, req);
+  return req;
+}
+
 // Paint from a projection (a project job's picture): {id, model, hash}, or null for the seeds' noise again.
 export function setLatent(latent) {
   state.latent = latent;
@@ -239,6 +262,7 @@ export function describe(req) {
   const what = {
     txt2img: 'Paint', img2img: 'img2img', inpaint: 'Inpaint', variations: 'Variations',
     interpolation: 'Interpolation', grid: 'X/Y grid', style: 'Style transfer', project: 'Projection',
+    translate: 'Translate',
   }[req.type] || req.type;
   const bits = [];
   if (req.type === 'style') bits.push(req.method, `${req.styles.length} style${req.styles.length > 1 ? 's' : ''}`);

@@ -1,7 +1,7 @@
 // The results: one group per job, a card per picture with its rating and what to do with it next.
 import {api, imageUrl, paramsOf} from './api.js';
 import {$, $$, clearError, el, icon, num, showError} from './dom.js';
-import {describe, setLatent, setMode} from './form.js';
+import {describe, homeMode, setLatent, setMode, supports} from './form.js';
 import {loadHistory, modelFor, restoreFromImage} from './history.js';
 import {setInit} from './init-image.js';
 import {showPreview, submit} from './jobs.js';
@@ -49,7 +49,7 @@ function card(id, req) {
   up.addEventListener('click', () => rate(id, up.getAttribute('aria-pressed') === 'true' ? 0 : 1));
   down.addEventListener('click', () => rate(id, down.getAttribute('aria-pressed') === 'true' ? 0 : -1));
   const bar = el('div', {class: 'bar'}, up, down,
-    req.type === 'style' ? null : el('button', {type: 'button', class: 'variations',
+    ['style', 'translate'].includes(req.type) ? null : el('button', {type: 'button', class: 'variations',
       title: 'Variations: same prompt, nearby seeds', 'aria-label': 'Variations', onclick: () => variationsOf(id, req.type)},
     icon('variations')),
     el('button', {type: 'button', title: 'Restore its parameters', 'aria-label': 'Restore parameters',
@@ -142,7 +142,7 @@ async function useAsInit(id) {
     const res = await fetch(imageUrl(id));
     if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
     await setInit(new File([await res.blob()], `${id}.png`, {type: 'image/png'}));
-    setMode('image');
+    setMode(supports(state.model, 'translate') ? homeMode(state.model) : 'image');   // a translator: its Sketch tab
   } catch (e) {
     showError(`Cannot use that picture: ${e.message}`);
   }

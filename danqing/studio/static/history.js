@@ -2,7 +2,7 @@
 // parameters back into the form, from the history, a result or a dropped PNG.
 import {api, imageUrl, paramsOf} from './api.js';
 import {$, $$, clearError, el, setIfOption, setRange, showError, toast} from './dom.js';
-import {applyModel, setLocked, setMode} from './form.js';
+import {applyModel, homeMode, setLocked, setMode} from './form.js';
 import {ratingClass, ratingIcon} from './gallery.js';
 import {optionsFrom, setOptions} from './options.js';
 import {HISTORY_PAGE, state} from './state.js';
@@ -91,7 +91,7 @@ function restore(p, hint) {
   setIfOption($('#best-of'), p.best_of);
   const strength = p.strength ?? (p.options && p.options.strength);        // newer pictures: among the options
   if (p.init_image && strength) setRange('#strength', strength);
-  if (['interpolation', 'grid', 'style'].includes(state.mode)) setMode('txt2img');
+  if (['interpolation', 'grid', 'style'].includes(state.mode)) setMode(homeMode(model));
   const notes = [];
   if (!m && p.model) notes.push(`model “${p.model}” is not in the list`);
   if (p.init_image) notes.push('it was painted from an init image: choose it again');

@@ -6,6 +6,7 @@ import {applyModel, gridPlaceholders, loadModels, randomSeed, seedLocked, setLat
 import {loadHistory, restoreFromFile} from './history.js';
 import {clearMask, paint, removeInit, setInit} from './init-image.js';
 import {cancelAll, generate} from './jobs.js';
+import {wireSketch} from './sketch.js';
 import {HISTORY_PAGE, MAX_STYLES, state} from './state.js';
 import {addStyles, methodChanged, renderStyles, setContentFile} from './transfer.js';
 
@@ -132,6 +133,7 @@ function wire() {
     root.dataset.theme = dark ? 'light' : 'dark';
     localStorage.setItem('danqing.theme', root.dataset.theme);
   });
+  wireSketch();
   wireDrops();
 }
 
