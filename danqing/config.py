@@ -35,6 +35,8 @@ class DataConfig:
     flip: bool = False              # random horizontal flips while training
     max_pixels: int = 64_000_000    # larger images are refused as decompression bombs
     select: str = ""                # regex: keep only the pictures whose caption it matches ("" = all)
+    pair: Literal["", "a", "b"] = ""  # one side of a paired source (danqing.data.pairs); "" = an ordinary source
+    half: int = 0                   # with pair: 0 = all pairs, 1 / 2 = the first / second half (by name hash)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "data.source must be a built-in name or a folder path")
@@ -42,6 +44,11 @@ class DataConfig:
         _check(self.channels in (1, 3), f"data.channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         _check(self.fit in ("crop", "pad"), f"data.fit must be crop or pad, got {self.fit!r}")
         _check(self.max_pixels >= 1, "data.max_pixels must be at least 1")
+        _check(self.pair in ("", "a", "b"), f"data.pair must be a or b (one side of a paired source), "
+                                            f"or empty for an ordinary source, got {self.pair!r}")
+        _check(self.half in (0, 1, 2), f"data.half must be 0 (all pairs), 1 or 2 (a half of them), got {self.half}")
+        _check(not self.half or bool(self.pair), "data.half splits the pairs of a paired source; "
+                                                 "set data.pair=a or data.pair=b too")
         try:
             re.compile(self.select)
         except re.error as e:

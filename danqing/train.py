@@ -90,10 +90,11 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     if resume and not has_ckpt:
         raise ConfigError(f"nothing to resume in {out}: it holds no checkpoint")
+    fam = family_spec(run.family)
+    run = _paired_sides(fam, run)                  # --data as side b of a paired source (before comparing runs)
     if resume:
         _check_same_run(json.loads((out / "config.json").read_text()), run)
 
-    fam = family_spec(run.family)
     check_training(fam, run.model, run.train.batch_size)     # before anything is allocated for it
     check_writable(out, "the run folder")          # before the data is read and the model is built
     ds = load_dataset(run.data, progress=progress)
@@ -128,16 +129,31 @@ def train(run: Run, out: str | Path, *, resume: bool = False, device: str = "aut
 
 def _fixed_inputs(fam: FamilySpec, ds, roles: dict[str, tuple[Any, Any]], n: int) -> tuple[Tensor, Tensor | None] | None:
     """The inputs a translating model's training grid shows, evenly spaced through its role ``a`` data (at most
-    16), and the true targets beside them when the data is paired; None for a model that paints from noise."""
-    if fam.can(Generates) or "a" not in roles:
+    16), and the true targets beside them when the data is paired; None for a model that paints from noise (or
+    does not paint)."""
+    if fam.can(Generates) or not fam.paints:
         return None
-    role, data = roles["a"]
+    role, data = roles.get("a", (None, ds))           # a family without inputs of their own translates --data's
     idx = torch.linspace(0, len(data) - 1, min(n, 16, len(data))).long().numpy()
-    return data.batch(idx).images, ds.batch(idx).images if role.paired else None
+    return data.batch(idx).images, ds.batch(idx).images if role is not None and role.paired else None
+
+
+def _paired_sides(fam: FamilySpec, run: Run) -> Run:
+    """``run`` with --data read as side b of its paired source when the family's role ``a`` will be that
+    source's side a (no --role a given, see _role_data); for an unpaired role a (CycleGAN, CUT) b comes from the
+    second half of the pairs and a from the first, so the model never sees a true pair."""
+    role = next((r for r in fam.roles if r.name == "a"), None)
+    if role is None or "a" in run.roles or run.data.pair:
+        return run
+    from .data.pairs import is_paired
+    if not is_paired(run.data.source):
+        return run
+    return dataclasses.replace(run, data=dataclasses.replace(run.data, pair="b", half=0 if role.paired else 2))
 
 
 def _role_data(fam: FamilySpec, run: Run, n: int, progress: bool) -> dict[str, tuple[Any, Any]]:
-    """The data set of each role the family trains on beside --data, loaded like the main one."""
+    """The data set of each role the family trains on beside --data, loaded like the main one.  Role ``a`` not
+    given while --data is side b of a paired source (``_paired_sides``) is that source's side a."""
     from .data import load_dataset
 
     unknown = set(run.roles) - {r.name for r in fam.roles}
@@ -147,10 +163,21 @@ def _role_data(fam: FamilySpec, run: Run, n: int, progress: bool) -> dict[str, t
     out = {}
     for role in fam.roles:
         source = run.roles.get(role.name) or role.default
+        if role.name == "a" and role.name not in run.roles and run.data.pair == "b":
+            # The other side of the main data's pairs; the other half of them when the role is unpaired.
+            other = {0: 0, 1: 2, 2: 1}[run.data.half] if not role.paired else run.data.half
+            data = load_dataset(dataclasses.replace(run.data, pair="a", half=other), progress=progress)
+            out[role.name] = (role, data)
+            continue
+        if not source and role.name == "a" and role.paired:
+            raise ConfigError(f"{run.data.source} is not paired: {fam.name} trains on pairs (A/ and B/ folders "
+                              "with matching names, side-by-side A|B pictures, or a paired built-in set such as "
+                              "digit-sketch); for unpaired data use cyclegan or cut")
         if not source:
             raise ConfigError(f"the {fam.name} family also trains on {role.help or role.name}: give it with "
-                              f"--role {role.name}=DIR|DATASET")
-        data = load_dataset(dataclasses.replace(run.data, source=source), progress=progress)
+                              f"--role {role.name}=DIR|DATASET" + (" (or give a paired source, e.g. --data "
+                                                                    "digit-sketch)" if role.name == "a" else ""))
+        data = load_dataset(dataclasses.replace(run.data, source=source, pair="", half=0), progress=progress)
         if role.paired and len(data) != n:
             raise ConfigError(f"{source} ({role.name}) holds {len(data)} pictures but {run.data.source} holds {n}; "
                               "paired data sets hold the same file names, one picture each")

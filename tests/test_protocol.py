@@ -17,12 +17,13 @@ from danqing.config import DataConfig, TrainConfig, from_dict, to_dict
 from danqing.families import FAMILIES, spec, specs
 from danqing.options import describe
 from danqing.protocol import (CAPABILITIES, Batch, Cond, Denoises, FamilySpec, FrozenEncoding, Generates, Projects,
-                              Scores, Stylizes, Trainable, generators)
+                              Scores, Stylizes, Trainable, Translates, generators)
 from danqing.train import Run, train
 
 NAMES = sorted(FAMILIES)
 GENERATORS = [n for n in NAMES if spec(n).can(Generates)]
 PROJECTORS = [n for n in NAMES if spec(n).can(Projects)]
+TRANSLATORS = [n for n in NAMES if spec(n).can(Translates)]
 
 
 def tiny(name):
@@ -140,6 +141,44 @@ def test_default_options_paint_and_foreign_options_are_refused(name):
         painter(Request([0], prompts and prompts[:1], options={"no_such_option": 1}))
 
 
+def input_pictures(name, model, n, seed=3):
+    """Input pictures for a translating model, (n, C, S, S) in [-1, 1] at its size (the channels of its input)."""
+    f = spec(name).facts(model.config)
+    channels = getattr(model.config, "input_channels", f.image_channels)
+    return torch.rand(n, channels, f.image_size, f.image_size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("name", TRANSLATORS)
+def test_translate_shape_range_and_per_image_generators(name):
+    """A translating model turns input pictures into pictures of its size and channels in [-1, 1]; picture i
+    depends only on its input and its own generator; the same seeds give the same pictures."""
+    model = tiny(name).eval()
+    f = spec(name).facts(model.config)
+    x = input_pictures(name, model, 3)
+    y = model.translate(Cond(image=x), generator=generators([5, 6, 7]))
+    assert y.shape == (3, f.image_channels, f.image_size, f.image_size)
+    assert y.min() >= -1 and y.max() <= 1 and torch.isfinite(y).all()
+    torch.testing.assert_close(model.translate(Cond(image=x), generator=generators([5, 6, 7])), y, atol=0, rtol=0)
+    one = model.translate(Cond(image=x[1:2]), generator=generators([6]))
+    torch.testing.assert_close(one[0], y[1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", TRANSLATORS)
+def test_translators_paint_through_the_one_path(name):
+    """The Painter hands a translating model the request's input picture with one generator per seed and the
+    family's default Options; an option the family does not have is refused."""
+    from danqing.generate import Painter, PipelineError, Request
+    model = tiny(name).eval()
+    fam = spec(name)
+    painter = Painter(model, fam)
+    x = input_pictures(name, model, 2)
+    got = painter(Request([0, 1], image=x))
+    want = model.translate(Cond(image=x), generator=generators([0, 1]), options=fam.default_options(model.config))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    with pytest.raises(PipelineError, match="does not apply"):
+        painter(Request([0], image=x[:1], options={"no_such_option": 1}))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_save_load_round_trip(name, tmp_path):
     model = tiny(name).eval()
@@ -161,6 +200,8 @@ def test_save_load_round_trip(name, tmp_path):
             outputs.append(m.score(images, cond_for(name, model, 2)))
         if fam.can(Stylizes):                                 # content and style pictures in, one out
             outputs.append(m.stylize(images[:1], [images[1:]]))
+        if fam.can(Translates):                               # an input picture in, its translation out
+            outputs.append(m.translate(Cond(image=images), generator=generators([0, 1])))
     assert outputs, f"{name} declares nothing this test can compare"
     half = len(outputs) // 2
     for a, b in zip(outputs[:half], outputs[half:]):

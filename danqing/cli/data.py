@@ -36,7 +36,10 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
             except ValueError as e:
                 raise UsageError(f"--augment: {e}") from None
         check_writable(Path(args.output).parent, "the folder of -o")
-    ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels))
+    from ..data.pairs import describe_pairs, is_paired
+    paired = is_paired(args.source)     # info and preview show side b of a paired source, info its pairing too
+    ds = load_dataset(DataConfig(source=args.source, size=args.size, channels=args.channels,
+                                 pair="b" if paired else ""))
     if args.action == "info":
         from rich.console import Console
         from rich.table import Table
@@ -44,6 +47,8 @@ def cmd_data(args: argparse.Namespace, extra: Sequence[str]) -> None:
 
         from ..data.skips import advice, listing
         info = describe(ds)
+        if paired:
+            info = {**describe_pairs(args.source), **info}
         t = Table(title=Text(args.source), show_header=False)
         for k, v in info.items():
             t.add_row(Text(str(k)), Text(str(v)))   # Text: file names with [brackets] are not markup

@@ -42,7 +42,9 @@ def _digit_set(images: np.ndarray, labels: np.ndarray) -> RawImages:
     return RawImages(images, labels, [str(i) for i in range(10)], [f"handwritten digit {i}" for i in labels])
 
 
-def _digits(root: Path) -> RawImages:
+def digit_images() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 digits as uint8 (N, 8, 8), ink bright on black, and their labels (N,)
+    (also the b side of the paired set digit-sketch)."""
     try:
         from sklearn.datasets import (
             load_digits,  # imported lazily: it is slow and only this set needs it
@@ -52,7 +54,11 @@ def _digits(root: Path) -> RawImages:
                         "run `pip install 'danqing[datasets]'` (or `pip install scikit-learn`)") from None
 
     d = load_digits()
-    return _digit_set(np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target)  # values are 0..16
+    return np.rint(d.images * (255.0 / 16.0)).astype(np.uint8), d.target   # values are 0..16
+
+
+def _digits(root: Path) -> RawImages:
+    return _digit_set(*digit_images())
 
 
 def _mnist(root: Path) -> RawImages:
@@ -71,6 +77,7 @@ class FetchedFolder:
     description: str
     fetch_name: str         # what to pass to `danqing data fetch`
     path: str               # relative to cache_root()
+    paired: bool = False    # a paired set (data/pairs.py): loaded one side at a time, with data.pair
 
     def folder(self, root: Path) -> Path:
         folder = root / self.path
@@ -85,6 +92,14 @@ FETCHED_FOLDERS: dict[str, FetchedFolder] = {
                            "emoji", "sources/emoji/train"),
     "emoji-heldout": FetchedFolder("emoji in 5 styles: held-out subjects and (subject, style) pairs",
                                    "emoji", "sources/emoji/heldout"),
+    "emoji-sketch": FetchedFolder("emoji on white (b) and line drawings of them (a), training split",
+                                  "emoji-sketch", "sources/emoji-sketch/train", paired=True),
+    "emoji-sketch-heldout": FetchedFolder("emoji and their line drawings: held-out subjects and styles",
+                                          "emoji-sketch", "sources/emoji-sketch/heldout", paired=True),
+    "emoji-styles": FetchedFolder("emoji in fluent flat style (a) and fluent 3d style (b), training split",
+                                  "emoji-styles", "sources/emoji-styles/train", paired=True),
+    "emoji-styles-heldout": FetchedFolder("emoji in fluent flat (a) and 3d (b) style: held-out subjects",
+                                          "emoji-styles", "sources/emoji-styles/heldout", paired=True),
     "photos": FetchedFolder("content photos for style transfer (scikit-image, scikit-learn, OpenCV samples, "
                             "Tux Paint templates)", "photos", "sources/photos/images"),
     "paintings": FetchedFolder("style pictures for style transfer (Starry Night, Leiden Aratea, GIMP and Krita "

@@ -40,6 +40,8 @@ from .base import DataError, cache_root
 from .emoji import build_emoji, emoji_dir, refresh_captions
 from .emoji_names import emoji_table, fluent_keys, key_from_hex
 from .mnist import mnist_path
+from .paired_sets import PAIRED_FETCHES, fetch_paired
+from .pairs import PAIRED_BUILTINS
 from .pictures import fetch_pictures
 from .sources import BUILTINS, FETCHED_FOLDERS
 
@@ -73,20 +75,23 @@ def fetch(name: str, *, cache_dir: str | Path | None = None, force: bool = False
     """
     root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
     fetched = FETCHED_FOLDERS.get(name)
-    if sources is not None and (fetched is None or fetched.fetch_name == "mnist"):
+    if sources is not None and (fetched is None or fetched.fetch_name in ("mnist", *PAIRED_FETCHES)):
         raise DataError(f"sources= only applies to the emoji, photos and paintings data sets, not {name!r}")
     if name == "mnist":
         return _fetch_mnist(root, force=force)
+    if fetched is not None and fetched.fetch_name in PAIRED_FETCHES:
+        return fetch_paired(fetched.fetch_name, root, fetch_emoji, force=force)
     if fetched is not None and fetched.fetch_name in ("photos", "paintings"):
         return fetch_pictures(fetched.fetch_name, root, force=force, only=sources)
     if fetched is not None:
         return fetch_emoji(root, force=force, sources=sources)
-    if name in BUILTINS:
-        origin = "scikit-learn" if name == "digits" else "danqing"
+    if name in BUILTINS or name in PAIRED_BUILTINS:
+        origin = "scikit-learn" if name in ("digits", "digit-sketch") else "danqing"
         print(f"{name} ships with {origin}; there is nothing to fetch, use it directly "
               f"(--data {name})", file=sys.stderr)
         return None
-    raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist, emoji, photos, paintings")
+    raise DataError(f"cannot fetch {name!r}: the data sets that can be fetched are: mnist, emoji, "
+                    f"{', '.join(PAIRED_FETCHES)}, photos, paintings")
 
 
 def _fetch_mnist(root: Path, *, force: bool) -> Path:

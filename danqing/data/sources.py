@@ -56,6 +56,7 @@ from . import skips, transforms
 from .base import DataError, DataWarning, cache_root
 from .builtin_sets import BUILTINS, FETCHED_FOLDERS, Builtin
 from .cache import FORMAT_VERSION, CacheWriter, read_cache
+from .pairs import PAIRED_BUILTINS, PAIRED_SETS, pair_cache
 from .transforms import IMAGE_EXTENSIONS, SVG_EXTENSIONS, SkipImage
 
 _CHUNK = 256                # files handed to the decoding threads at a time
@@ -109,7 +110,14 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
     """
     root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
     settings = {"size": cfg.size, "channels": cfg.channels, "fit": cfg.fit, "max_pixels": cfg.max_pixels}
-    if cfg.source in BUILTINS:
+    if cfg.pair:        # one side of a paired source, both sides built together (pairs.py)
+        ds = (_open_cache(root, *pair_cache(cfg, root, progress))
+              or _open_cache(root, *pair_cache(cfg, root, progress), rebuild_if_damaged=False))
+        assert ds is not None                   # the second open raises rather than return None
+    elif cfg.source in PAIRED_SETS:
+        raise DataError(f"{cfg.source} is a paired set: load one side with data.pair=a or data.pair=b "
+                        "(--data.pair=b), or train a family that takes pairs (pix2pix, cyclegan, cut)")
+    elif cfg.source in BUILTINS:
         builtin = BUILTINS[cfg.source]
         fp = _fingerprint(["builtin", cfg.source, builtin.stamp(root), settings])
         source = f"{cfg.source} ({builtin.description})"
@@ -119,7 +127,7 @@ def load_dataset(cfg: DataConfig, *, cache_dir: str | Path | None = None, progre
         folder = fetched.folder(root) if fetched else Path(cfg.source).expanduser()
         if not folder.exists():
             raise DataError(f"data source {cfg.source!r} is neither a built-in "
-                            f"({', '.join([*BUILTINS, *FETCHED_FOLDERS])}) "
+                            f"({', '.join([*BUILTINS, *PAIRED_BUILTINS, *FETCHED_FOLDERS])}) "
                             "nor an existing folder; give a built-in name or the path of a folder of images")
         if not folder.is_dir():
             raise DataError(f"data source {cfg.source!r} is a file; give the folder that contains the images")

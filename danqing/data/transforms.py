@@ -46,8 +46,10 @@ class SkipImage(Exception):
         self.detail = detail
 
 
-def load_image(path: str | Path, *, size: int, channels: int, fit: Fit, max_pixels: int) -> np.ndarray:
-    """Decode one file into a uint8 array of shape (channels, size, size).
+def load_image(path: str | Path, *, size: int, channels: int, fit: Fit, max_pixels: int,
+               part: Literal["", "left", "right"] = "") -> np.ndarray:
+    """Decode one file into a uint8 array of shape (channels, size, size); with ``part``, only its left or right
+    half (a side-by-side A|B picture of a paired data set, pairs.py).
 
     Raises ``SkipImage`` for empty, unreadable, non-image, truncated or
     oversized files.  Never raises anything else for a bad file.
@@ -73,6 +75,9 @@ def load_image(path: str | Path, *, size: int, channels: int, fit: Fit, max_pixe
                 img.draft(None, (2 * size, 2 * size))
             img.load()
             img = ImageOps.exif_transpose(img)
+        if part:
+            half = img.size[0] // 2
+            img = img.crop((0, 0, half, img.size[1]) if part == "left" else (half, 0, 2 * half, img.size[1]))
         img = to_8bit(img, channels)
         return to_chw(fit_image(img, size, fit))
     except SkipImage:

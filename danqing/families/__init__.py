@@ -16,6 +16,9 @@ FAMILIES: dict[str, str] = {
     "dcgan": "danqing.families.dcgan",
     "stylegan": "danqing.families.stylegan",
     "autoencoder": "danqing.families.autoencoder",
+    "pix2pix": "danqing.families.pix2pix",
+    "cyclegan": "danqing.families.cyclegan",
+    "cut": "danqing.families.cut",
     "scorer": "danqing.metrics.scorer",
     "adain": "danqing.style.adain",
 }
