@@ -29,6 +29,14 @@ def place(tmp_path_factory):
         assert main(["train", name, "--data", "digits", "--preset", "tiny", "--steps", "1", "--batch-size", "4",
                      "-q", "--bf16", "off", "--train.sample_every=0", "--train.sample_n=1", "--out",
                      str(root / name)]) == 0
+    assert main(["train", "pix2pix", "--data", "digit-sketch", "--preset", "tiny", "--steps", "1", "--batch-size",
+                 "2", "-q", "--bf16", "off", "--train.sample_every=0", "--train.sample_n=1", "--out",
+                 str(root / "pix2pix")]) == 0
+    Image.new("RGB", (40, 30), (255, 255, 255)).save(root / "wide.png")
+    (root / "empty").mkdir()
+    (root / "twins").mkdir()
+    for ext in ("png", "jpg"):
+        Image.new("RGB", (16, 16), (0, 0, 0)).save(root / "twins" / f"same.{ext}")
     (root / "damaged").mkdir()
     (root / "damaged" / "config.json").write_text("{not json")
     (root / "damaged" / "model.safetensors").write_bytes(b"\0" * 10)
@@ -70,6 +78,12 @@ def cases(p: Path) -> list[list[str]]:
                     ["sample", str(p / run), "--latent", str(p / "corrupt.png"), "-o", str(p / "s.png")]]
     project += [["project", str(p / "pic.png"), "--model", str(p / m), "-o", str(p / "proj")]
                 for m in ("missing", "damaged", "file")]
+    t = ["translate", str(p / "pic.png"), "--model", str(p / "pix2pix"), "-o", str(p / "tr")]
+    translate = [["translate", str(p / f), "--model", str(p / "pix2pix"), "-o", str(p / "tr")]
+                 for f in ("missing.png", "corrupt.png", "file", "wide.png", "empty", "twins")]
+    translate += [[*t[:3], str(p / m), *t[4:]] for m in ("missing", "damaged", "dcgan")]
+    translate += [[*t, "--seed", "x"], [*t, "--dropout", "maybe"], [*t, "--reverse", "yes"], [*t[:-1], unwritable],
+                  [*t, "--fit", "stretch"]]
     train = []
     for name in FAMILIES:
         t = ["train", name, "--data", "digits", "--preset", "tiny", "-q", "--out", str(p / "runs" / name)]
@@ -94,7 +108,7 @@ def cases(p: Path) -> list[list[str]]:
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "--method", "adain", "--alpha", "2",
               "-o", str(p / "st.png")],
              ["style", str(p / "pic.png"), "--style", str(p / "pic.png"), "-o", unwritable + "/st.png"]]
-    return paint + sample + project + train + other
+    return paint + sample + project + translate + train + other
 
 
 def snapshot(root: Path) -> dict[str, str]:

@@ -222,3 +222,31 @@ def test_translate_is_deterministic_per_seed_and_keeps_the_shape(name):
         assert torch.equal(y, model.translate(Cond(image=x), generator=generators([7, 8, 9])))
         torch.testing.assert_close(model.translate(Cond(image=x[2:]), generator=generators([9]))[0], y[2],
                                    atol=1e-5, rtol=0)
+
+
+def test_translate_command_on_a_folder_writes_each_picture_with_its_parameters(tmp_path, capsys):
+    """`danqing train pix2pix --data digit-sketch` (the paired set: sketches as a, digits as b), then
+    `danqing translate FOLDER`: one PNG per input at the model's size, carrying its seed and options, and the
+    same picture again for the same seed; a model that paints from noise is refused before it loads."""
+    from PIL import Image
+
+    from danqing.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "pix2pix", "--data", "digit-sketch", "--preset", "tiny", "--steps", "2", "--batch-size",
+                 "2", "-q", "--bf16", "off", "--train.sample_n=4", "--out", str(run)]) == 0
+    grid = Image.open(run / "samples" / "step-0000002.png")
+    assert grid.size == (4 * 3 * 18 + 2, 18 + 2)            # four inputs, each with its picture and its target
+    (tmp_path / "in").mkdir()
+    for name, shade in (("ring", 0), ("blank", 255)):
+        Image.new("RGB", (24, 24), (shade,) * 3).save(tmp_path / "in" / f"{name}.png")
+    capsys.readouterr()
+    assert main(["translate", str(tmp_path / "in"), "--model", str(run), "-o", str(tmp_path / "out"),
+                 "--seed", "5", "--bf16", "off"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["blank.png", "ring.png"]
+    ring = Image.open(tmp_path / "out" / "ring.png")
+    assert ring.size == (16, 16) and "Seed: 5" in ring.text["parameters"] and "Dropout: True" in ring.text["parameters"]
+    assert main(["translate", str(tmp_path / "in" / "ring.png"), "--model", str(run), "-o", str(tmp_path / "again"),
+                 "--seed", "5", "--bf16", "off"]) == 0
+    assert Image.open(tmp_path / "again" / "ring.png").tobytes() == ring.tobytes()
+    assert main(["translate", str(tmp_path / "in"), "--model", "emoji", "-o", str(tmp_path / "x")]) == 2
+    assert "paints from noise" in capsys.readouterr().err
