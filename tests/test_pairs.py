@@ -57,6 +57,11 @@ def test_ab_folders_pair_by_name_and_leave_out_the_rest(tmp_path):
     assert np.abs(b.images[:, 0, 4, 4].astype(int) - [10, 20, 30, 40, 50]).max() <= 2     # JPEG
     assert a.images[:, 1, 4, 4].min() > 190 and b.images[:, 1, 4, 4].max() < 60
     assert b.images.shape == (5, 3, 8, 8)                # the wider B/3 resized like the rest
+    # data.select picks pairs by name, the same ones on both sides
+    picked = [load_dataset(DataConfig(str(folder), size=8, pair=side, select="^[24]$"), progress=False)
+              for side in "ab"]
+    assert picked[0].captions == picked[1].captions == ["2", "4"]
+    assert np.array_equal(picked[0].images[:, 0, 4, 4], [20, 40])
 
 
 def test_side_by_side_pictures_split_into_left_a_and_right_b(tmp_path):

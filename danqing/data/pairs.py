@@ -212,7 +212,7 @@ def pair_cache(cfg: DataConfig, root: Path, progress: bool) -> tuple[str, str]:
     halved = "" if not cfg.half else f", half {cfg.half} of the pairs"
     if cfg.source in PAIRED_BUILTINS:
         builtin = PAIRED_BUILTINS[cfg.source]
-        fps = {side: _key(["pair", side, cfg.source, builtin.stamp, settings]) for side in "ab"}
+        fps = {side: _key(["pair-named", side, cfg.source, builtin.stamp, settings]) for side in "ab"}
         sources = {side: f"{cfg.source} ({builtin.description}), side {side}{halved}" for side in "ab"}
         if not (root / "datasets" / fps[cfg.pair] / "meta.json").is_file():
             names, a, b = builtin.load()
@@ -222,7 +222,7 @@ def pair_cache(cfg: DataConfig, root: Path, progress: bool) -> tuple[str, str]:
     listing = [[rel, *_stat(scan.root / rel)] for rel in sorted({p for _, a, b in scan.pairs for p in (a, b)})]
     if any(rel.lower().endswith(SVG_EXTENSIONS) for _, a, b in scan.pairs for rel in (a, b)):
         settings["svg"] = transforms.svg_renderer()
-    fps = {side: _key(["pair", side, scan.layout, str(scan.root.resolve()), settings, listing,
+    fps = {side: _key(["pair-named", side, scan.layout, str(scan.root.resolve()), settings, listing,
                        scan.only, scan.not_split]) for side in "ab"}
     fetched = FETCHED_FOLDERS.get(cfg.source)
     where = f"{cfg.source} ({fetched.description})" if fetched else f"paired folder {scan.root.resolve()}"
@@ -256,7 +256,7 @@ def _write_sides(cfg: DataConfig, root: Path, fps: dict[str, str], sources: dict
     """Decode the pairs of ``cfg.half`` and write both sides' caches, in the order of ``items`` (by name)."""
     items = [it for it in items if not cfg.half or half_of(it[0]) == cfg.half]
     entries = [list(e) for e in entries]
-    kept = 0
+    kept: list[str] = []                     # the pairs' names: each side's captions, so data.select picks pairs
     with CacheWriter(root / "datasets" / fps["a"]) as out_a, CacheWriter(root / "datasets" / fps["b"]) as out_b, \
             counting_bar(len(items), progress, "decoding pairs") as tick, warnings.catch_warnings(), \
             ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
@@ -275,15 +275,15 @@ def _write_sides(cfg: DataConfig, root: Path, fps: dict[str, str], sources: dict
                 assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
                 out_a.add(a)
                 out_b.add(b)
-                kept += 1
+                kept.append(name)
             tick(len(chunk))
         if not kept:
             raise DataError(f"no usable pairs in {sources[cfg.pair]}" + (f": {skips.counts(dict(Counter(e[1] for e in entries)))}"
                                                               if entries else "") + "; see `danqing data info`")
         skipped = dict(Counter(e[1] for e in entries))
         chw = (cfg.channels, cfg.size, cfg.size)
-        out_a.commit(chw, None, [], None, skipped, sources["a"], skipped_files=entries)
-        out_b.commit(chw, None, [], None, skipped, sources["b"], skipped_files=entries)
+        out_a.commit(chw, None, [], kept, skipped, sources["a"], skipped_files=entries)
+        out_b.commit(chw, None, [], kept, skipped, sources["b"], skipped_files=entries)
 
 
 def _label(name: str, side: str, item: Any) -> str:
