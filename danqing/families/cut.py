@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.translate import NORMS, PatchGAN, ResnetGenerator, check_input, ls_d_loss, ls_g_loss
-from ..protocol import Batch, Cond, DataRole, Facts, FamilySpec, Generators, NoOptions, Phase, Translates
+from ..nn.translate import (NORMS, TRAIN_DEFAULTS, UNPAIRED_A, PatchGAN, ResnetGenerator, check_input, ls_d_loss,
+                            ls_g_loss, output_facts)
+from ..protocol import Batch, Cond, FamilySpec, Generators, NoOptions, Phase, Translates
 
 
 @dataclass(frozen=True)
@@ -174,18 +175,8 @@ PRESETS: dict[str, Config] = {
     "paper": Config(image_size=256),                 # 14,709,444
 }
 
-# CUT sec. 4 / appendix: Adam, lr 2e-4, betas (0.5, 0.999), batch size 1; constant for the first half and
-# linearly decayed to zero over the second, as CycleGAN.  Batch 4 on a CPU (instance norm: no picture's
-# statistics change).
-TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.999), "warmup": 0, "decay": "linear",
-                                     "min_lr_ratio": 0.0, "grad_clip": 0.0, "batch_size": 4, "ema_decay": 0.999}
 
-
-def facts(c: Config) -> Facts:
-    return Facts(c.image_size, c.image_channels)
-
-
-ROLES = (DataRole("a", "the input pictures (domain A), unpaired: any pictures of the other domain"),)
+ROLES = (UNPAIRED_A,)
 
 SPEC = FamilySpec("cut", Config, CUT, PRESETS, "CUT / FastCUT: unpaired one-way translation, PatchNCE + LSGAN",
-                  TRAIN_DEFAULTS, NoOptions, frozenset({Translates}), facts, ema_module="g", roles=ROLES)
+                  TRAIN_DEFAULTS, NoOptions, frozenset({Translates}), output_facts, ema_module="g", roles=ROLES)

@@ -24,9 +24,10 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ..nn.translate import NORMS, HistoryPool, PatchGAN, ResnetGenerator, check_input, ls_d_loss, ls_g_loss
+from ..nn.translate import (NORMS, TRAIN_DEFAULTS, UNPAIRED_A, HistoryPool, PatchGAN, ResnetGenerator, check_input,
+                            ls_d_loss, ls_g_loss, output_facts)
 from ..options import option
-from ..protocol import Batch, Cond, DataRole, Facts, FamilySpec, Generators, Phase, Translates
+from ..protocol import Batch, Cond, FamilySpec, Generators, Phase, Translates
 
 
 @dataclass(frozen=True)
@@ -161,19 +162,9 @@ PRESETS: dict[str, Config] = {
     "paper": Config(image_size=256),                 # 28,298,120
 }
 
-# CycleGAN sec. 4: Adam, lr 2e-4, betas (0.5, 0.999), batch size 1; the rate constant for the first half of the
-# run and linearly decayed to zero over the second (100 + 100 epochs), no warmup, no gradient clipping.  Batch 4
-# for a CPU: instance norm makes the batch size change no picture's statistics.
-TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.999), "warmup": 0, "decay": "linear",
-                                     "min_lr_ratio": 0.0, "grad_clip": 0.0, "batch_size": 4, "ema_decay": 0.999}
 
-
-def facts(c: Config) -> Facts:
-    return Facts(c.image_size, c.image_channels)
-
-
-ROLES = (DataRole("a", "the input pictures (domain A), unpaired: any pictures of the other domain"),)
+ROLES = (UNPAIRED_A,)
 
 SPEC = FamilySpec("cyclegan", Config, CycleGAN, PRESETS, "CycleGAN: unpaired translation A <-> B, two ResNet "
                   "generators, cycle consistency, LSGAN with a history pool", TRAIN_DEFAULTS, Options,
-                  frozenset({Translates}), facts, ema_module="g", roles=ROLES)
+                  frozenset({Translates}), output_facts, ema_module="g", roles=ROLES)

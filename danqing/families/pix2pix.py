@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.translate import NORMS, PatchGAN, UNet, check_input, unet_depth
+from ..nn.translate import NORMS, TRAIN_DEFAULTS, PatchGAN, UNet, check_input, output_facts, unet_depth
 from ..options import option
-from ..protocol import Batch, Cond, DataRole, Facts, FamilySpec, Generators, Phase, Translates, randn
+from ..protocol import Batch, Cond, DataRole, FamilySpec, Generators, Phase, Translates, randn
 
 
 @dataclass(frozen=True)
@@ -147,19 +147,9 @@ PRESETS: dict[str, Config] = {
     "paper": Config(image_size=256),                 # 57,183,236: U-Net 54,414,531, 70x70 PatchGAN 2,768,705
 }
 
-# Pix2Pix sec. 3.3: Adam, lr 2e-4, beta1 0.5; the reference code decays linearly to 0 over the second half.
-# The paper trains at batch size 1 (1-10); with instance norm the batch size changes no picture's statistics,
-# so danqing's default is 4: a 2-core CPU spends most of a batch-1 step on per-call overhead.
-TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.999), "warmup": 0, "decay": "linear",
-                                     "min_lr_ratio": 0.0, "grad_clip": 0.0, "batch_size": 4, "ema_decay": 0.999}
-
-
-def facts(c: Config) -> Facts:
-    return Facts(c.image_size, c.image_channels)
-
 
 ROLES = (DataRole("a", "the input pictures (domain A), paired with --data (domain B) by file name", paired=True),)
 
 SPEC = FamilySpec("pix2pix", Config, Pix2Pix, PRESETS, "Pix2Pix: paired picture-to-picture translation, U-Net + "
-                  "PatchGAN, L1 + conditional GAN", TRAIN_DEFAULTS, Options, frozenset({Translates}), facts,
+                  "PatchGAN, L1 + conditional GAN", TRAIN_DEFAULTS, Options, frozenset({Translates}), output_facts,
                   ema_module="g", roles=ROLES)

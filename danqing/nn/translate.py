@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..protocol import DataRole, Facts
+
 Noise = Callable[[tuple[int, ...]], Tensor]      # shape -> standard normal noise of that shape (dropout's source)
 
 NORMS = ("instance", "batch")
@@ -254,3 +256,20 @@ def ls_d_loss(real: Tensor, fake: Tensor) -> Tensor:
 def ls_g_loss(fake: Tensor) -> Tensor:
     """LSGAN's generator loss E[(D(G(x)) - 1)^2] (CycleGAN sec. 4, eq. 1 with the least-squares objective)."""
     return (fake.float() - 1).square().mean()
+
+
+# ---------------------------------------------------------------- what the three families share
+
+# Adam, lr 2e-4, betas (0.5, 0.999) (Pix2Pix sec. 3.3, CycleGAN sec. 4, CUT appendix A), the rate constant for
+# the first half of the run and linearly decayed to zero over the second, no warmup, no gradient clipping.  The
+# papers train at batch size 1; with instance norm the batch size changes no picture's statistics, and a 2-core
+# CPU spends most of a batch-1 step on per-call overhead, so danqing's default is 4.
+TRAIN_DEFAULTS: dict[str, object] = {"lr": 2e-4, "betas": (0.5, 0.999), "warmup": 0, "decay": "linear",
+                                     "min_lr_ratio": 0.0, "grad_clip": 0.0, "batch_size": 4, "ema_decay": 0.999}
+
+UNPAIRED_A = DataRole("a", "the input pictures (domain A), unpaired: any pictures of the other domain")
+
+
+def output_facts(c) -> Facts:
+    """A translator's facts: the size and channels of what it paints (domain B)."""
+    return Facts(c.image_size, c.image_channels)
