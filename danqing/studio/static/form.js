@@ -58,6 +58,9 @@ export function applyModel(keep) {
   fillSelect($('#size'), sizes, (s) => `${s} × ${s}`);
   renderOptions(m, keep);
   $('#best-field').hidden = !supports(m, 'best_of');
+  for (const sel of ['label[for="variation-strength"]', '#variation-strength', '#variation-out']) {
+    $(sel).hidden = !supports(m, 'variations');       // a model that translates pictures has no variations
+  }
   if (!supports(m, 'best_of')) $('#best-of').value = '1';
   if (!keep) $('#size').value = String((m.defaults || {}).size || m.image_size || sizes[0]);
   // a picture-to-picture model only translates (the Sketch tab, or an uploaded picture there)
