@@ -6,6 +6,7 @@ beside its final place and renamed into place at the end.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,21 @@ import numpy as np
 from .skips import LIST_FILE, MAX_LISTED, tsv_line
 
 FORMAT_VERSION = 1          # bump when the cached bytes for the same inputs would change
+
+
+def fingerprint(parts: list[Any]) -> str:
+    """The cache key of a data set: a hash of what it was made from (with the cache format)."""
+    text = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def file_stat(path: Path) -> list[int]:
+    """[size, mtime_ns] of a file for a cache key; [-1, -1] when it cannot be read (its decoder will say why)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return [-1, -1]
+    return [st.st_size, st.st_mtime_ns]
 
 
 class CacheWriter:

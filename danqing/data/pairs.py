@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import warnings
 import zlib
@@ -37,7 +36,7 @@ from ..progress import counting_bar
 from . import skips, transforms
 from .base import DataError, cache_root
 from .builtin_sets import FETCHED_FOLDERS, digit_images
-from .cache import FORMAT_VERSION, CacheWriter
+from .cache import CacheWriter, file_stat, fingerprint
 from .transforms import IMAGE_EXTENSIONS, SVG_EXTENSIONS, SkipImage
 
 __all__ = ["PAIRED_BUILTINS", "PAIRED_SETS", "PairScan", "describe_pairs", "half_of", "is_paired",
@@ -190,20 +189,6 @@ def _not_paired(source: str, what: str) -> str:
 
 # ---------------------------------------------------------------- loading one side
 
-def _key(parts: list[Any]) -> str:
-    # The same recipe as sources._fingerprint, so paired caches sit beside the others.
-    text = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _stat(path: Path) -> list[int]:
-    try:
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
-    except OSError:
-        return [-1, -1]
-
-
 def pair_cache(cfg: DataConfig, root: Path, progress: bool) -> tuple[str, str]:
     """(cache fingerprint, description) of side ``cfg.pair`` of ``cfg.source``, built with its other side
     when missing; sources.load_dataset opens it like any cache."""
@@ -212,17 +197,17 @@ def pair_cache(cfg: DataConfig, root: Path, progress: bool) -> tuple[str, str]:
     halved = "" if not cfg.half else f", half {cfg.half} of the pairs"
     if cfg.source in PAIRED_BUILTINS:
         builtin = PAIRED_BUILTINS[cfg.source]
-        fps = {side: _key(["pair-named", side, cfg.source, builtin.stamp, settings]) for side in "ab"}
+        fps = {side: fingerprint(["pair-named", side, cfg.source, builtin.stamp, settings]) for side in "ab"}
         sources = {side: f"{cfg.source} ({builtin.description}), side {side}{halved}" for side in "ab"}
         if not (root / "datasets" / fps[cfg.pair] / "meta.json").is_file():
             names, a, b = builtin.load()
             _write_sides(cfg, root, fps, sources, [(n, a[i], b[i]) for i, n in enumerate(names)], [], progress)
         return fps[cfg.pair], sources[cfg.pair]
     scan = _scan_source(cfg.source, root)
-    listing = [[rel, *_stat(scan.root / rel)] for rel in sorted({p for _, a, b in scan.pairs for p in (a, b)})]
+    listing = [[rel, *file_stat(scan.root / rel)] for rel in sorted({p for _, a, b in scan.pairs for p in (a, b)})]
     if any(rel.lower().endswith(SVG_EXTENSIONS) for _, a, b in scan.pairs for rel in (a, b)):
         settings["svg"] = transforms.svg_renderer()
-    fps = {side: _key(["pair-named", side, scan.layout, str(scan.root.resolve()), settings, listing,
+    fps = {side: fingerprint(["pair-named", side, scan.layout, str(scan.root.resolve()), settings, listing,
                        scan.only, scan.not_split]) for side in "ab"}
     fetched = FETCHED_FOLDERS.get(cfg.source)
     where = f"{cfg.source} ({fetched.description})" if fetched else f"paired folder {scan.root.resolve()}"

@@ -55,7 +55,9 @@ from ..protocol import Batch
 from . import skips, transforms
 from .base import DataError, DataWarning, cache_root
 from .builtin_sets import BUILTINS, FETCHED_FOLDERS, Builtin
-from .cache import FORMAT_VERSION, CacheWriter, read_cache
+from .cache import CacheWriter, read_cache
+from .cache import file_stat as _stat
+from .cache import fingerprint as _fingerprint
 from .pairs import PAIRED_BUILTINS, PAIRED_SETS, pair_cache
 from .transforms import IMAGE_EXTENSIONS, SVG_EXTENSIONS, SkipImage
 
@@ -161,19 +163,6 @@ def select(ds: ImageDataset, pattern: str) -> ImageDataset:
         variants=None if ds.variants is None else [ds.variants[i] for i in keep],
         source=f"{ds.source}, the {keep.size} of {len(ds)} pictures whose caption matches {pattern!r}",
         fingerprint=hashlib.sha256(f"{ds.fingerprint}/{pattern}".encode()).hexdigest()[:32])
-
-
-def _fingerprint(parts: list[Any]) -> str:
-    text = json.dumps([FORMAT_VERSION, *parts], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _stat(path: Path) -> list[int]:
-    try:
-        st = path.stat()
-    except OSError:
-        return [-1, -1]  # the decoder will report it as unreadable
-    return [st.st_size, st.st_mtime_ns]
 
 
 # ---------------------------------------------------------------- folders
