@@ -76,7 +76,8 @@ def resolve_model(name_or_path: str | Path, kind: str = "painter") -> Path:
 
 
 def bundled(kind: str = "painter") -> list[str]:
-    """Names of the bundled models of a kind: "painter" (paints from text) or "scorer"."""
+    """Names of the bundled models of a kind: "painter" (paints from text), "model" (paints at all: from text,
+    noise or a picture, what the studio offers) or "scorer"."""
     if not WEIGHTS.is_dir():
         return []
     out = []
@@ -85,6 +86,8 @@ def bundled(kind: str = "painter") -> list[str]:
             cfg = json.loads((p / ckpt.CONFIG).read_text())
             fam = family_spec(cfg["family"])
             if kind == "scorer" and fam.can(Scores):
+                out.append(p.name)
+            if kind == "model" and fam.paints:
                 out.append(p.name)
             if kind == "painter" and fam.paints and fam.facts(fam.config_from(cfg["model"])).text is not None:
                 out.append(p.name)

@@ -7,6 +7,7 @@ and what does not fit (a wrong size, a blank pad, no picture, a model that paint
 from __future__ import annotations
 
 import io
+import json
 import textwrap
 import time
 from pathlib import Path
@@ -141,6 +142,21 @@ def test_the_translator_is_listed_as_one(client):
     assert not any(toy["supports"][k] for k in ("variations", "interpolation", "grid", "img2img"))
     assert [o["name"] for o in toy["options"]] == ["reverse"]
     assert models["gan"]["supports"]["translate"] is False
+
+
+def test_the_bundled_models_that_paint_are_offered_with_the_translator_among_them(client):
+    """Every bundled model whose family paints is offered (sketch-to-emoji opens the Sketch tab); the AdaIN decoder
+    and the prompt-consistency scorer are parts of other jobs, not models to pick."""
+    from danqing.families import spec
+    from danqing.pipeline import WEIGHTS, bundled
+    names = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    installed = [p.name for p in sorted(WEIGHTS.iterdir()) if (p / "config.json").is_file()] if WEIGHTS.is_dir() else []
+    for name in installed:
+        family = json.loads((WEIGHTS / name / "config.json").read_text())["family"]
+        assert (name in names) == spec(family).paints == (name in bundled("model")), name
+    if "sketch-to-emoji" in installed:
+        assert names["sketch-to-emoji"]["supports"]["translate"] is True
+        assert "sketch-to-emoji" not in bundled("painter")                  # it paints from pictures, not text
 
 
 def test_a_sketch_comes_back_translated_at_once(client):

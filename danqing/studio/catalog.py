@@ -1,4 +1,4 @@
-"""The models the studio paints with: the bundled painters and every run or checkpoint folder below ``--runs``.
+"""The models the studio paints with: the bundled models that paint and every run or checkpoint folder below ``--runs``.
 
 A model is named by its bundled name or by its folder's path relative to the runs folder ("digits-dcgan",
 "experiments/t2i"); requests carry that name, which is looked up here, so a client never hands the server a path.
@@ -89,7 +89,7 @@ class Catalog:
     def _read(self) -> dict[str, dict[str, Any]]:
         scorer = pipeline.SCORER in pipeline.bundled("scorer")
         out: dict[str, dict[str, Any]] = {}
-        for name in pipeline.bundled("painter"):
+        for name in pipeline.bundled("model"):
             folder = pipeline.WEIGHTS / name
             entry = _entry(name, folder, scorer)
             if entry:
