@@ -330,6 +330,24 @@ def test_npm_sources_read_only_their_members(tmp_path, monkeypatch):
         list(fetch_mod.Fluent3DSource().items(tmp_path))
 
 
+def test_fluent_3d_medium_tones_are_filed_under_their_own_codes(tmp_path, capsys):
+    """The 3D package files the medium-light and medium renders under each other's code (measured on the whole
+    package: see Fluent3DSource); the source swaps them back, in two-person sequences too, and leaves the other
+    tones alone.  A folder built before the correction is named as stale with what to run."""
+    couple = "1f9d1-{}-200d-1f91d-200d-1f9d1-{}"          # people holding hands, two tones
+    keys = fetch_mod.Fluent3DSource().keys(["1f44d-1f3fc", "1f44d-1f3fd", "1f44d-1f3fb", "1f44d",
+                                            couple.format("1f3fc", "1f3fd"), "zz"])
+    assert keys == {"1f44d-1f3fc": "1f44d-1f3fd", "1f44d-1f3fd": "1f44d-1f3fc", "1f44d-1f3fb": "1f44d-1f3fb",
+                    "1f44d": "1f44d", couple.format("1f3fc", "1f3fd"): couple.format("1f3fd", "1f3fc"), "zz": None}
+    assert "corrections" in fetch_mod.Fluent3DSource().licence()
+    assert "corrections" not in fetch_mod.FluentFlatSource().licence()
+    old = [{"folder": "fluent-flat"}, {"folder": "fluent-3d"}]
+    (tmp_path / "licenses.json").write_text(json.dumps(old))
+    assert "--force" in fetch_mod.stale_build(tmp_path)
+    (tmp_path / "licenses.json").write_text(json.dumps([old[0], fetch_mod.Fluent3DSource().licence() | old[1]]))
+    assert fetch_mod.stale_build(tmp_path) is None
+
+
 def test_svg_rendering(tmp_path):
     pytest.importorskip("resvg")
     svg = b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect x="8" y="8" width="16" height="16" fill="#f00"/></svg>'

@@ -328,7 +328,8 @@ def _write_licences(tmp: Path, reports: list[SourceReport]) -> None:
     parts += [f"\n## {e['folder']} ({e['style']}): {e['count']} images\n\n"
               f"- Package: {' '.join(filter(None, (e.get(k) for k in ('registry', 'package', 'version'))))}\n"
               f"- Licence: {e.get('licence', '?')}\n- Attribution: {e.get('attribution', '?')}\n"
-              f"- Home: {e.get('url', '?')}\n" for e in entries]
+              f"- Home: {e.get('url', '?')}\n" + (f"- Corrected: {e['corrections']}\n" if "corrections" in e else "")
+              for e in entries]
     parts.append("\nSubject names (CLDR short names) and their aliases come from the `emoji` Python package.\n")
     (tmp / "LICENSES.md").write_text("".join(parts), encoding="utf-8")
 

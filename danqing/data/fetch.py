@@ -320,6 +320,16 @@ class Fluent3DSource(_NpmSource):
         "url": "https://github.com/lobehub/fluent-emoji"}
     sha1 = "ff0679b2bbbf6100dd9709d8952498f08f364ac6"
     member = re.compile(r"package/assets/([0-9a-f]+(?:-[0-9a-f]+)*)\.webp")
+    # This package files the medium-light (1f3fc) and medium (1f3fd) renders under each other's code point: over
+    # the 304 subjects with all five tones, the skin under "1f3fc" is the darker of the two in 95% of them, while
+    # the flat, twemoji and noto pictures of the same codes are darker under "1f3fd" in 100%.  Swapped back here.
+    corrections = "skin tones U+1F3FC and U+1F3FD swapped back (the package files each under the other's code)"
+
+    def keys(self, stems: Iterable[str]) -> dict[str, str | None]:
+        return {stem: swap_medium_tones(key_from_hex(stem)) for stem in stems}
+
+    def licence(self) -> dict[str, str]:
+        return {**super().licence(), "corrections": self.corrections}
 
     def decode(self, data: bytes) -> Image.Image:
         return _open_rgba(io.BytesIO(data))
@@ -335,6 +345,8 @@ def fetch_emoji(root: Path, *, force: bool = False, sources: Sequence[str] | Non
     if sources is None and not force and (target / "licenses.json").is_file():
         have = ", ".join(sorted(p.name for p in (target / "train").iterdir() if p.is_dir()))
         print(f"emoji is already in {target} ({have}); to build it again, fetch with force=True", file=sys.stderr)
+        if why := stale_build(target):
+            print(f"emoji: {target} was built by an older danqing: {why}", file=sys.stderr)
         if changed := refresh_captions(target):
             print(f"emoji: brought the caption variants of {changed} pictures up to date", file=sys.stderr)
         return target
@@ -347,6 +359,23 @@ def fetch_emoji(root: Path, *, force: bool = False, sources: Sequence[str] | Non
     report = build_emoji([EMOJI_SOURCES[s]() for s in chosen], target)
     print(f"emoji: wrote {target} in {time.monotonic() - start:.0f} s\n{report.summary()}", file=sys.stderr)
     return target
+
+
+def swap_medium_tones(key: str | None) -> str | None:
+    """"1f44d-1f3fc" <-> "1f44d-1f3fd" (every tone modifier of a key, so two-person sequences too)."""
+    if key is None:
+        return None
+    swap = {"1f3fc": "1f3fd", "1f3fd": "1f3fc"}
+    return "-".join(swap.get(part, part) for part in key.split("-"))
+
+
+def stale_build(target: Path) -> str | None:
+    """Why an emoji folder built by an older danqing needs building again, or None."""
+    entries = json.loads((target / "licenses.json").read_text(encoding="utf-8"))
+    if any(e.get("folder") == Fluent3DSource.slug and "corrections" not in e for e in entries):
+        return ("its fluent-3d pictures of medium-light and medium skin tone carry each other's names; fetch emoji "
+                "again with --force, then emoji-sketch and emoji-styles with --force")
+    return None
 
 
 def render_svg(data: bytes, side: int = _SVG_SIDE) -> Image.Image:
