@@ -209,3 +209,34 @@ def test_a_paired_role_on_unpaired_data_says_what_to_use(registered):
     run = _paired_sides(PAIRED, toy_run("toy_pix2pix", "digits"))
     with pytest.raises(ConfigError, match="digits is not paired: toy_pix2pix trains on pairs .* use cyclegan or cut"):
         _role_data(PAIRED, run, 1797, False)
+
+
+def test_emoji_styles_pairs_by_key_holds_out_either_side_and_names_a_stale_build(tmp_path, capsys):
+    """emoji-styles from a small emoji folder: flat and 3D pictures of one key pair up, a pair is held out when
+    either picture is, a key drawn in one style only is left out; fetched again after the emoji folder was
+    rebuilt, it says to rebuild (the old pairs may carry old names)."""
+    import os
+
+    from danqing.data.paired_sets import fetch_paired
+    emoji = tmp_path / "sources" / "emoji"
+    layout = {("train", "fluent-flat"): ["1f98a", "1f44d", "2b50"], ("train", "fluent-3d"): ["1f98a", "2b50"],
+              ("heldout", "fluent-3d"): ["1f44d"], ("train", "noto"): ["1f98a"]}
+    for (split, style), keys in layout.items():
+        (emoji / split / style).mkdir(parents=True)
+        for i, key in enumerate(keys):
+            colour = (40 * i, 100 if style == "fluent-3d" else 0, 0)
+            Image.new("RGB", (8, 8), colour).save(emoji / split / style / f"{key}.png")
+    (emoji / "licenses.json").write_text("[]")
+    target = fetch_paired("emoji-styles", tmp_path, fetch_emoji=lambda root: pytest.fail("the emoji set is there"))
+    assert sorted(p.name for p in (target / "train" / "A").iterdir()) == ["1f98a.png", "2b50.png"]
+    assert [p.name for p in (target / "heldout" / "B").iterdir()] == ["1f44d.png"]
+    assert (np.asarray(Image.open(target / "train" / "B" / "2b50.png")) ==
+            np.asarray(Image.open(emoji / "train" / "fluent-3d" / "2b50.png"))).all()
+
+    fetch_paired("emoji-styles", tmp_path, fetch_emoji=pytest.fail)
+    assert "older build" not in capsys.readouterr().err
+    later = (target / "LICENSES.md").stat().st_mtime + 10
+    os.utime(emoji / "licenses.json", (later, later))
+    fetch_paired("emoji-styles", tmp_path, fetch_emoji=pytest.fail)
+    err = capsys.readouterr().err
+    assert "older build of the emoji set" in err and "emoji-styles again with --force" in err

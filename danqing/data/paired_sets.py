@@ -40,10 +40,14 @@ def fetch_paired(name: str, root: Path, fetch_emoji: Callable[[Path], Path], *, 
     """Build ``root/sources/<name>`` from the fetched emoji set (fetching that first, with ``fetch_emoji``, when
     it is missing)."""
     target = root / "sources" / name
+    emoji = emoji_dir(root)
     if not force and (target / "LICENSES.md").is_file():
         print(f"{name} is already in {target}; to build it again, fetch with --force", file=sys.stderr)
+        built, source = (target / "LICENSES.md").stat().st_mtime, emoji / "licenses.json"
+        if source.is_file() and source.stat().st_mtime > built:
+            print(f"{name} was made from an older build of the emoji set than the one in {emoji}: fetch "
+                  f"{name} again with --force", file=sys.stderr)
         return target
-    emoji = emoji_dir(root)
     if not (emoji / "licenses.json").is_file():
         print(f"{name} is made from the emoji set, which is not fetched yet: fetching it first "
               "(`danqing data fetch emoji`)", file=sys.stderr)
