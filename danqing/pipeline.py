@@ -144,7 +144,8 @@ class Pipeline:
                  size: int | None = None, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                  bf16: str = "auto", best_of: int = 1, variation_seed: int | None = None,
                  variation_strength: float = 0.0, callback: Callable[[int, int, Tensor, Tensor], None] | None = None,
-                 latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
+                 latent: Mapping[str, Tensor] | None = None, image: Image.Image | None = None,
+                 **options: Any) -> list[Image.Image]:
         """n pictures of ``prompt``.  Picture i uses seed + i; with ``best_of`` = N, picture i is the best by
         prompt consistency of N candidates with seeds seed + i*N ... seed + i*N + N-1.  With ``variation_seed``,
         picture i's noise is mixed (spherically) with that of variation_seed + i by ``variation_strength``.
@@ -152,7 +153,13 @@ class Pipeline:
         ``prompt`` is text for a text model, a class name for a class-conditional one (empty: the classes in
         turn), and empty for an unconditional one.  ``options`` are the family's own (diffusion: ``steps``,
         ``guidance``, ``sampler``, ``strength``; see ``danqing models``); None keeps the model's default.
-        ``latent``: paint this projected picture (``project``) instead of the seed's noise, with the options."""
+        ``latent``: paint this projected picture (``project``) instead of the seed's noise, with the options.
+        ``image``: the picture a picture-to-picture model translates (``pipe(image=sketch)``); the same argument
+        as ``init_image``, which names it for image-to-image painting."""
+        if image is not None:
+            if init_image is not None:
+                raise PipelineError("give the picture once, as image= or as init_image=")
+            init_image = image
         _check_count("n", n, LIMITS["n"])
         _check_count("best_of", best_of, LIMITS["best_of"])
         if latent is not None and (n, best_of) != (1, 1):
@@ -178,7 +185,8 @@ class Pipeline:
     def variations(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int,
                    variation_strength: float = 0.25, init_image: Image.Image | None = None,
                    mask: Image.Image | None = None, callback=None, size: int | None = None, bf16: str = "auto",
-                   latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
+                   latent: Mapping[str, Tensor] | None = None, image: Image.Image | None = None,
+                 **options: Any) -> list[Image.Image]:
         """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n (with
         ``latent``: the projected picture moved towards the pictures of those seeds)."""
         _check_count("n", n, LIMITS["n"])
@@ -189,7 +197,8 @@ class Pipeline:
     def interpolate(self, prompt: str = "", negative_prompt: str = "", frames: int = 8, *, seed: int,
                     seed_b: int, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                     callback=None, size: int | None = None, bf16: str = "auto",
-                    latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
+                    latent: Mapping[str, Tensor] | None = None, image: Image.Image | None = None,
+                 **options: Any) -> list[Image.Image]:
         """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included); with
         ``latent``, from the projected picture to seed_b's (along the family's path: a line in StyleGAN's W)."""
         _check_count("frames", frames, LIMITS["frames"])

@@ -254,27 +254,43 @@ def test_translate_command_on_a_folder_writes_each_picture_with_its_parameters(t
     assert "paints from noise" in capsys.readouterr().err
 
 
-def test_the_bundled_sketch_to_emoji_model_paints_held_out_sketches():
-    """The bundled Pix2Pix (its model card): four held-out sketches of tests/data/sketch-to-emoji (line drawings
-    of Fluent Emoji 3D pictures, MIT, subjects never trained on) come out closer to their true emoji than the
-    sketch itself is (the copy-the-input floor of the card's table), and filled in, not copied."""
+def held_out_pairs(model: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs (side a) and true targets (side b) of tests/data/<model>, (4, 3, 64, 64) in [-1, 1]; skips the
+    test where the bundled model is not installed."""
     from PIL import Image
 
-    from danqing.generate import Request
-    from danqing.pipeline import WEIGHTS, load
+    from danqing.pipeline import WEIGHTS
     from danqing.pixels import from_uint8
-    from danqing.projection import psnr
-    if not (WEIGHTS / "sketch-to-emoji").is_dir():
-        pytest.skip("the bundled sketch-to-emoji model is not installed")
-    folder = Path(__file__).parent / "data" / "sketch-to-emoji"
+    if not (WEIGHTS / model).is_dir():
+        pytest.skip(f"the bundled {model} model is not installed")
+    folder = Path(__file__).parent / "data" / model
 
     def read(side: str) -> torch.Tensor:
         files = sorted(folder.glob(f"*.{side}.png"))
-        return from_uint8(torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+        return from_uint8(torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
                                        for f in files]))
-    sketches, targets = read("a"), read("b")
-    painter = load("sketch-to-emoji").painter
-    out = painter(Request(list(range(len(sketches))), image=sketches))
+    return read("a"), read("b")
+
+
+def test_the_bundled_sketch_to_emoji_model_paints_held_out_sketches():
+    """The bundled Pix2Pix (its model card): four held-out sketches of tests/data/sketch-to-emoji (line drawings
+    of Fluent Emoji 3D pictures, MIT, subjects never trained on) come out closer to their true emoji than the
+    sketch itself is (the copy-the-input floor of the card's table), and filled in, not copied.  The pipeline's
+    ``image=`` paints the same picture as the painter for the same seed."""
+    from PIL import Image
+
+    from danqing.generate import Request
+    from danqing.pipeline import PipelineError, load
+    from danqing.pixels import to_uint8
+    from danqing.projection import psnr
+    sketches, targets = held_out_pairs("sketch-to-emoji")
+    pipe = load("sketch-to-emoji")
+    out = pipe.painter(Request(list(range(len(sketches))), image=sketches))
     assert out.shape == targets.shape == (4, 3, 64, 64)
     assert (psnr(out, targets) > psnr(sketches, targets) + 2).all()     # the card: 14.6 against 10.3 dB
     assert out.mean() < sketches.mean() - 0.1                       # colour where the sketch is white
+    first = Image.fromarray(to_uint8(sketches[0]).permute(1, 2, 0).numpy())
+    again = np.asarray(pipe(image=first, n=1, seed=0)[0], np.int16)
+    assert np.abs(again - to_uint8(out[0]).permute(1, 2, 0).numpy()).mean() < 2
+    with pytest.raises(PipelineError, match="give the picture once"):
+        pipe(image=first, init_image=first)
