@@ -185,8 +185,7 @@ class Pipeline:
     def variations(self, prompt: str = "", negative_prompt: str = "", n: int = 4, *, seed: int,
                    variation_strength: float = 0.25, init_image: Image.Image | None = None,
                    mask: Image.Image | None = None, callback=None, size: int | None = None, bf16: str = "auto",
-                   latent: Mapping[str, Tensor] | None = None, image: Image.Image | None = None,
-                 **options: Any) -> list[Image.Image]:
+                   latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
         """n pictures near the one of ``seed``: its noise mixed with that of seeds seed+1 ... seed+n (with
         ``latent``: the projected picture moved towards the pictures of those seeds)."""
         _check_count("n", n, LIMITS["n"])
@@ -197,8 +196,7 @@ class Pipeline:
     def interpolate(self, prompt: str = "", negative_prompt: str = "", frames: int = 8, *, seed: int,
                     seed_b: int, init_image: Image.Image | None = None, mask: Image.Image | None = None,
                     callback=None, size: int | None = None, bf16: str = "auto",
-                    latent: Mapping[str, Tensor] | None = None, image: Image.Image | None = None,
-                 **options: Any) -> list[Image.Image]:
+                    latent: Mapping[str, Tensor] | None = None, **options: Any) -> list[Image.Image]:
         """``frames`` pictures along the great circle from seed's noise to seed_b's (both ends included); with
         ``latent``, from the projected picture to seed_b's (along the family's path: a line in StyleGAN's W)."""
         _check_count("frames", frames, LIMITS["frames"])
