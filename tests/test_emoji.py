@@ -330,7 +330,7 @@ def test_npm_sources_read_only_their_members(tmp_path, monkeypatch):
         list(fetch_mod.Fluent3DSource().items(tmp_path))
 
 
-def test_fluent_3d_medium_tones_are_filed_under_their_own_codes(tmp_path, capsys):
+def test_fluent_3d_medium_tones_are_filed_under_their_own_codes(tmp_path):
     """The 3D package files the medium-light and medium renders under each other's code (measured on the whole
     package: see Fluent3DSource); the source swaps them back, in two-person sequences too, and leaves the other
     tones alone.  A folder built before the correction is named as stale with what to run."""

@@ -219,7 +219,7 @@ def test_emoji_styles_pairs_by_key_holds_out_either_side_and_names_a_stale_build
 
     from danqing.data.paired_sets import fetch_paired
     emoji = tmp_path / "sources" / "emoji"
-    layout = {("train", "fluent-flat"): ["1f98a", "1f44d", "2b50"], ("train", "fluent-3d"): ["1f98a", "2b50"],
+    layout = {("train", "fluent-flat"): ["1f98a", "1f44d", "2b50", "2764"], ("train", "fluent-3d"): ["1f98a", "2b50"],
               ("heldout", "fluent-3d"): ["1f44d"], ("train", "noto"): ["1f98a"]}
     for (split, style), keys in layout.items():
         (emoji / split / style).mkdir(parents=True)
